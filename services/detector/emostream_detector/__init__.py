@@ -1,0 +1,1 @@
+"""emostream detector service."""

@@ -1,0 +1,77 @@
+"""Export a trained model as the next numbered SavedModel version, atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from emostream_trainer.model import INPUT_SHAPE, make_model
+from emostream_trainer.training import flip_averaged_logits
+
+LABELS_FILE = "labels.txt"
+MODEL_CARD = "model_card.json"
+
+
+def numbered_versions(base: Path) -> list[int]:
+    """Version folders under a TF Serving model base path, oldest first."""
+    if not base.is_dir():
+        return []
+    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def float32_copy(model: keras.Model, num_classes: int, width: int) -> keras.Model:
+    """The same weights in a float32 model, so serving needs no bfloat16 kernels."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        copy = make_model(num_classes, width=width)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def write_saved_model(model: keras.Model, indices: list[int], target: Path) -> None:
+    """SavedModel whose serving_default maps uint8 `image` [N,48,48,1] to `probabilities` [N,K]."""
+
+    def serve(image: tf.Tensor) -> dict[str, tf.Tensor]:
+        logits = flip_averaged_logits(model, tf.cast(image, tf.float32) / 255.0)
+        return {"probabilities": tf.nn.softmax(tf.gather(logits, indices, axis=1), axis=-1)}
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        "serving_default", serve, input_signature=[tf.TensorSpec([None, *INPUT_SHAPE], tf.uint8, name="image")]
+    )
+    archive.write_out(str(target), verbose=False)
+
+
+def export_version(
+    model: keras.Model, indices: list[int], labels: tuple[str, ...], base: Path, card: dict[str, Any],
+    version: int | None = None,
+) -> Path:
+    """Write version `version` (default: newest + 1) under `base`; the folder appears in one rename."""
+    base.mkdir(parents=True, exist_ok=True)
+    number = version if version is not None else (numbered_versions(base) or [0])[-1] + 1
+    final = base / str(number)
+    if final.exists():
+        raise FileExistsError(f"{final} already exists; versions are never overwritten")
+    staging = Path(tempfile.mkdtemp(prefix=f".{number}-", dir=base))
+    try:
+        write_saved_model(model, indices, staging)
+        (staging / "assets").mkdir(exist_ok=True)
+        (staging / "assets" / LABELS_FILE).write_text("".join(f"{label}\n" for label in labels))
+        (staging / "assets" / MODEL_CARD).write_text(json.dumps({"version": number, **card}, indent=2) + "\n")
+        os.chmod(staging, 0o755)
+        staging.rename(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final

@@ -1,0 +1,91 @@
+"""`emostream train`: load data, fit, export the next model version with its card."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from emostream_trainer.dataset import DEFAULT_LABELS, FER_CLASSES, Dataset, DatasetError, load, split_holdout
+
+DEFAULT_MODEL_BASE = Path("models/emotion")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", type=Path, help="folder of class folders (Kaggle layout) or fer2013.csv")
+    parser.add_argument("--validation", type=Path, help="validation folder or csv (default: hold out of train)")
+    parser.add_argument("--holdout", type=float, default=0.1, help="fraction held out when no --validation")
+    parser.add_argument("--labels", default=",".join(DEFAULT_LABELS), help="served classes, in output order")
+    parser.add_argument("--train-on", choices=("served", "all"), default="all",
+                        help="train on the served classes only, or on all seven and serve the chosen ones")
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--learning-rate", type=float, default=2e-3)
+    parser.add_argument("--width", type=int, default=32, help="filters in the first block (doubles per block)")
+    parser.add_argument("--label-smoothing", type=float, default=0.1)
+    parser.add_argument("--no-class-weights", action="store_true")
+    parser.add_argument("--float32", action="store_true", help="train in float32 instead of mixed bfloat16")
+    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/latest"), help="checkpoints; rerun to resume")
+    parser.add_argument("--model-base", type=Path, default=DEFAULT_MODEL_BASE, help="where versions are exported")
+    parser.add_argument("--no-export", action="store_true")
+    parser.add_argument("--quiet", action="store_true")
+
+
+def _code_revision() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _load(args: argparse.Namespace, labels: tuple[str, ...]) -> tuple[Dataset, Dataset]:
+    train_data = load(args.data, labels, usage=("Training",))
+    if args.validation is not None:
+        return train_data, load(args.validation, labels, usage=("PublicTest",))
+    if args.data.suffix.lower() == ".csv":
+        return train_data, load(args.data, labels, usage=("PublicTest",))
+    return split_holdout(train_data, args.holdout, args.seed)
+
+
+def run(args: argparse.Namespace) -> int:
+    from emostream_trainer.export import export_version, float32_copy
+    from emostream_trainer.training import Recipe, predict_served, serve_indices, train
+
+    serve = tuple(label.strip() for label in args.labels.split(",") if label.strip())
+    trained = FER_CLASSES if args.train_on == "all" else serve
+    try:
+        train_data, validation = _load(args, trained)
+    except DatasetError as error:
+        print(f"emostream train: {error}", file=sys.stderr)
+        return 2
+    print(f"train {train_data.class_counts()}\nvalidation {validation.class_counts()}", flush=True)
+    recipe = Recipe(
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, width=args.width,
+        label_smoothing=args.label_smoothing, class_weights=not args.no_class_weights,
+        mixed_precision=not args.float32, seed=args.seed, serve_labels=serve,
+    )
+    started = time.time()
+    model = train(train_data, validation, recipe, args.run_dir, verbose=0 if args.quiet else 1)
+    indices = serve_indices(trained, serve)
+    served = [i for i, t in enumerate(validation.targets) if int(t) in indices]
+    predicted = predict_served(model, validation.images[served].astype("float32") / 255.0, indices, 256)
+    expected = [indices.index(int(validation.targets[i])) for i in served]
+    accuracy = float((predicted == expected).mean())
+    print(f"validation accuracy on {list(serve)}: {accuracy:.4f}", flush=True)
+    if args.no_export:
+        return 0
+    card = {
+        "labels": list(serve), "trained_on": list(trained), "data": str(args.data),
+        "validation": str(args.validation or f"holdout {args.holdout}"),
+        "recipe": asdict(recipe), "validation_accuracy": accuracy,
+        "train_seconds": round(time.time() - started), "code_revision": _code_revision(),
+    }
+    final = export_version(float32_copy(model, len(trained), recipe.width), indices, serve, args.model_base, card)
+    print(json.dumps({"exported": str(final), "validation_accuracy": accuracy}))
+    return 0

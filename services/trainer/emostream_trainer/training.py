@@ -1,0 +1,133 @@
+"""Fit the emotion CNN: tf.data input, AdamW with a cosine schedule, checkpoints that resume."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from emostream_trainer.dataset import Dataset
+from emostream_trainer.model import make_model
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Every knob of one training run; it is written into the model card."""
+
+    epochs: int = 40
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 2
+    label_smoothing: float = 0.1
+    width: int = 32
+    class_weights: bool = True
+    mixed_precision: bool = True
+    seed: int = 1337
+    serve_labels: tuple[str, ...] = field(default=("happy", "neutral", "fear"))
+
+
+def configure(recipe: Recipe) -> None:
+    """Seed every generator and pick the compute precision before a model is built."""
+    keras.utils.set_random_seed(recipe.seed)
+    tf.config.experimental.enable_op_determinism()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if recipe.mixed_precision else "float32")
+
+
+def serve_indices(train_labels: tuple[str, ...], serve_labels: tuple[str, ...]) -> list[int]:
+    missing = [label for label in serve_labels if label not in train_labels]
+    if missing:
+        raise ValueError(f"served label(s) {missing} are not among the trained labels {list(train_labels)}")
+    return [train_labels.index(label) for label in serve_labels]
+
+
+def flip_averaged_logits(model: keras.Model, images: tf.Tensor) -> tf.Tensor:
+    """Mean of the logits for the image and its mirror: the test-time augmentation served too."""
+    return (model(images, training=False) + model(tf.image.flip_left_right(images), training=False)) / 2.0
+
+
+class ServedAccuracy(keras.callbacks.Callback):
+    """Adds val_served_accuracy: flip-averaged accuracy over the served classes only."""
+
+    def __init__(self, validation: Dataset, indices: list[int], batch_size: int = 256) -> None:
+        super().__init__()
+        keep = np.isin(validation.targets, indices)
+        self.images = validation.images[keep].astype(np.float32) / 255.0
+        self.expected = np.asarray([indices.index(int(t)) for t in validation.targets[keep]])
+        self.indices = indices
+        self.batch_size = batch_size
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        predicted = predict_served(self.model, self.images, self.indices, self.batch_size)
+        if logs is not None:
+            logs["val_served_accuracy"] = float(np.mean(predicted == self.expected))
+
+
+def predict_served(model: keras.Model, images: np.ndarray, indices: list[int], batch_size: int) -> np.ndarray:
+    """Index into `indices` of the most likely served class for each float image."""
+    picks: list[np.ndarray] = []
+    for start in range(0, len(images), batch_size):
+        logits = flip_averaged_logits(model, tf.constant(images[start : start + batch_size]))
+        picks.append(np.argmax(tf.gather(logits, indices, axis=1).numpy(), axis=1))
+    return np.concatenate(picks)
+
+
+def _dataset(data: Dataset, batch_size: int, shuffle: bool, seed: int, weights: np.ndarray | None) -> tf.data.Dataset:
+    images = data.images.astype(np.float32) / 255.0
+    onehot = np.eye(len(data.labels), dtype=np.float32)[data.targets]
+    parts: tuple[np.ndarray, ...] = (images, onehot)
+    if weights is not None:
+        parts = (*parts, weights[data.targets].astype(np.float32))
+    ds = tf.data.Dataset.from_tensor_slices(parts)
+    if shuffle:
+        ds = ds.shuffle(len(data), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def balanced_weights(data: Dataset) -> np.ndarray:
+    counts = np.bincount(data.targets, minlength=len(data.labels)).astype(np.float64)
+    return len(data) / (len(data.labels) * np.maximum(counts, 1.0))
+
+
+def train(train_data: Dataset, validation: Dataset, recipe: Recipe, run_dir: Path, verbose: int = 1) -> keras.Model:
+    """Train, resuming from `run_dir` if a run there was interrupted; return the best model."""
+    configure(recipe)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
+    indices = serve_indices(train_data.labels, recipe.serve_labels)
+    model = make_model(len(train_data.labels), width=recipe.width, seed=recipe.seed)
+    steps = math.ceil(len(train_data) / recipe.batch_size)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, decay_steps=max(1, steps * (recipe.epochs - recipe.warmup_epochs)),
+        warmup_target=recipe.learning_rate, warmup_steps=steps * recipe.warmup_epochs,
+    )
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=recipe.weight_decay),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=recipe.label_smoothing),
+        metrics=["accuracy"],
+    )
+    weights = balanced_weights(train_data) if recipe.class_weights else None
+    best = run_dir / "best.weights.h5"
+    model.fit(
+        _dataset(train_data, recipe.batch_size, True, recipe.seed, weights),
+        validation_data=_dataset(validation, 256, False, recipe.seed, None),
+        epochs=recipe.epochs,
+        verbose=verbose,
+        callbacks=[
+            ServedAccuracy(validation, indices),
+            keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+            keras.callbacks.ModelCheckpoint(
+                str(best), monitor="val_served_accuracy", mode="max", save_best_only=True, save_weights_only=True
+            ),
+            keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        ],
+    )
+    if best.exists():
+        model.load_weights(str(best))
+    return model

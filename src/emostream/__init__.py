@@ -1,0 +1,1 @@
+"""emostream: shared library for the services (wire schema, streams, settings, telemetry) and the `emostream` command."""
