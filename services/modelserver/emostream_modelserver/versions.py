@@ -1,0 +1,251 @@
+"""Find, load and hot-swap numbered SavedModel versions under a TF Serving model base path."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_NAME = "serving_default"
+INPUT_KEY = "image"
+OUTPUT_KEY = "probabilities"
+INPUT_SHAPE = (48, 48, 1)
+LABELS_PATH = Path("assets") / "labels.txt"
+SAVED_MODEL_FILE = "saved_model.pb"
+MAX_RETRY_SECONDS = 60.0
+
+
+class ModelLoadError(RuntimeError):
+    """A version folder exists but is not a usable model for this server."""
+
+
+@dataclass(frozen=True)
+class LoadedVersion:
+    """One loaded, warmed-up version: everything a request needs, immutable once built."""
+
+    version: int
+    path: Path
+    signature: Callable[..., dict[str, tf.Tensor]]
+    signature_defs: dict[str, meta_graph_pb2.SignatureDef]
+    labels: tuple[str, ...]
+    # Holds the loaded SavedModel so its variables live as long as this version is referenced.
+    module: Any = field(repr=False)
+
+    def predict(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """Run serving_default on a uint8 batch; numpy outputs by name."""
+        outputs = self.signature(**{INPUT_KEY: tf.constant(image, dtype=tf.uint8)})
+        return {name: value.numpy() for name, value in outputs.items()}
+
+
+def candidate_versions(base: Path) -> list[int]:
+    """Numeric version folders that hold a saved_model.pb, newest first.
+
+    Hidden staging folders (".3-abc") and folders still being written (no saved_model.pb)
+    are not candidates, so a half-exported version is never attempted.
+    """
+    if not base.is_dir():
+        return []
+    found = [
+        int(p.name) for p in base.iterdir()
+        if p.name.isdigit() and p.is_dir() and (p / SAVED_MODEL_FILE).is_file()
+    ]
+    return sorted(found, reverse=True)
+
+
+def read_signature_defs(path: Path) -> dict[str, meta_graph_pb2.SignatureDef]:
+    """SignatureDefs from saved_model.pb, the same map TF Serving reports as metadata."""
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((path / SAVED_MODEL_FILE).read_bytes())
+    if not saved.meta_graphs:
+        raise ModelLoadError(f"{path / SAVED_MODEL_FILE} has no MetaGraph")
+    return {name: sig for name, sig in saved.meta_graphs[0].signature_def.items()}
+
+
+def _check_contract(signature_defs: dict[str, meta_graph_pb2.SignatureDef], path: Path) -> None:
+    if SIGNATURE_NAME not in signature_defs:
+        raise ModelLoadError(f"{path} has no '{SIGNATURE_NAME}' signature")
+    sig = signature_defs[SIGNATURE_NAME]
+    if list(sig.inputs) != [INPUT_KEY]:
+        raise ModelLoadError(f"{path}: '{SIGNATURE_NAME}' inputs are {sorted(sig.inputs)}, expected ['{INPUT_KEY}']")
+    if sig.inputs[INPUT_KEY].dtype != tf.uint8.as_datatype_enum:
+        raise ModelLoadError(f"{path}: input '{INPUT_KEY}' is not uint8")
+    if OUTPUT_KEY not in sig.outputs:
+        raise ModelLoadError(f"{path}: '{SIGNATURE_NAME}' has no '{OUTPUT_KEY}' output")
+
+
+def read_labels_file(path: Path) -> tuple[str, ...]:
+    """Labels from assets/labels.txt, or () when the version ships none."""
+    labels_file = path / LABELS_PATH
+    if not labels_file.is_file():
+        return ()
+    return tuple(line.strip() for line in labels_file.read_text().splitlines() if line.strip())
+
+
+def load_version(base: Path, version: int) -> LoadedVersion:
+    """Load, check and warm up one version; raises ModelLoadError (or TF's error) if unusable."""
+    path = base / str(version)
+    signature_defs = read_signature_defs(path)
+    _check_contract(signature_defs, path)
+    module = tf.saved_model.load(str(path))
+    loaded = LoadedVersion(
+        version=version, path=path, signature=module.signatures[SIGNATURE_NAME],
+        signature_defs=signature_defs, labels=read_labels_file(path), module=module,
+    )
+    # Warm up before the swap so the first real request does not pay for tracing, and a
+    # model that cannot run (or disagrees with its labels) never replaces a working one.
+    probabilities = loaded.predict(np.zeros((1, *INPUT_SHAPE), np.uint8))[OUTPUT_KEY]
+    if probabilities.ndim != 2 or probabilities.shape[0] != 1:
+        raise ModelLoadError(f"{path}: '{OUTPUT_KEY}' has shape {probabilities.shape}, expected [N,K]")
+    if loaded.labels and len(loaded.labels) != probabilities.shape[1]:
+        raise ModelLoadError(f"{path}: {len(loaded.labels)} labels but {probabilities.shape[1]} outputs")
+    return loaded
+
+
+@dataclass
+class _Failure:
+    stamp: int
+    attempts: int
+    retry_at: float
+
+
+class VersionManager:
+    """Serves the newest loadable version and follows the base path as versions come and go.
+
+    Like TF Serving's latest-1 policy: one version is served; a newer one is loaded fully
+    before it replaces the served one in a single reference swap; removing the newest folder
+    falls back to the newest remaining one.
+    """
+
+    def __init__(
+        self,
+        base: Path,
+        poll_seconds: float = 1.0,
+        on_change: Callable[[LoadedVersion | None], None] | None = None,
+        loader: Callable[[Path, int], LoadedVersion] = load_version,
+    ) -> None:
+        self.base = base
+        self.poll_seconds = poll_seconds
+        self._on_change = on_change
+        self._loader = loader
+        self._current: LoadedVersion | None = None
+        self._loading: int | None = None
+        self._failures: dict[int, _Failure] = {}
+        self._changed = threading.Condition()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def current(self) -> LoadedVersion | None:
+        """The served version; requests read this once and keep using what they got."""
+        return self._current
+
+    @property
+    def loading(self) -> int | None:
+        """The version being loaded right now, if any."""
+        return self._loading
+
+    def start(self) -> None:
+        """Poll the base path in a daemon thread, the first scan immediately."""
+        self._thread = threading.Thread(target=self._run, name="model-version-poller", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop polling; the served version stays usable for requests still in flight."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def wait_for_version(self, timeout: float) -> LoadedVersion:
+        """Block until some version is served; TimeoutError otherwise."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._current is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no loadable model version under {self.base} after {timeout:.1f}s")
+                self._changed.wait(left)
+            return self._current
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.refresh()
+            except Exception:  # the poller must outlive any surprise, or serving freezes on one version
+                log.exception("scanning %s failed", self.base)
+            self._stop.wait(self.poll_seconds)
+
+    def refresh(self) -> None:
+        """One scan: serve the newest version that loads, keeping the current one otherwise."""
+        candidates = candidate_versions(self.base)
+        current = self._current
+        for version in candidates:
+            if current is not None and version == current.version:
+                return  # already serving the newest loadable version
+            if self._should_try(version):
+                loaded = self._try_load(version)
+                if loaded is not None:
+                    self._swap(loaded)
+                    return
+        if current is not None and current.version not in candidates:
+            log.warning("version %d was removed and no other version loads; still serving it", current.version)
+
+    def _should_try(self, version: int) -> bool:
+        failure = self._failures.get(version)
+        if failure is None:
+            return True
+        # A rewritten folder is worth trying at once; an unchanged broken one only after backoff.
+        return failure.stamp != _stamp(self.base / str(version)) or time.monotonic() >= failure.retry_at
+
+    def _try_load(self, version: int) -> LoadedVersion | None:
+        self._loading = version
+        try:
+            loaded = self._loader(self.base, version)
+        except Exception as error:
+            self._record_failure(version, error)
+            return None
+        finally:
+            self._loading = None
+        self._failures.pop(version, None)
+        return loaded
+
+    def _record_failure(self, version: int, error: Exception) -> None:
+        previous = self._failures.get(version)
+        attempts = previous.attempts + 1 if previous else 1
+        delay = min(MAX_RETRY_SECONDS, self.poll_seconds * 2**attempts)
+        self._failures[version] = _Failure(_stamp(self.base / str(version)), attempts, time.monotonic() + delay)
+        served = self._current.version if self._current else None
+        log.error("cannot load model version %d (%s); retrying in %.1fs; serving version %s",
+                  version, error, delay, served)
+
+    def _swap(self, loaded: LoadedVersion) -> None:
+        previous = self._current
+        with self._changed:
+            self._current = loaded  # one reference assignment: each request sees old or new, whole
+            self._changed.notify_all()
+        labels = ", ".join(loaded.labels) or "none"
+        if previous is None:
+            log.info("serving model version %d from %s (labels: %s)", loaded.version, loaded.path, labels)
+        else:
+            log.info("serving model version %d (was %d) from %s (labels: %s)",
+                     loaded.version, previous.version, loaded.path, labels)
+        if self._on_change is not None:
+            self._on_change(loaded)
+
+
+def _stamp(path: Path) -> int:
+    """Changes when the version's saved_model.pb is rewritten or replaced."""
+    try:
+        stat = (path / SAVED_MODEL_FILE).stat()
+    except OSError:
+        return -1
+    return stat.st_mtime_ns ^ stat.st_ino ^ stat.st_size
