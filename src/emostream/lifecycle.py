@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
+from collections.abc import Callable
 from types import FrameType
+
+import redis
 
 
 def stop_on_signals() -> threading.Event:
@@ -17,3 +21,16 @@ def stop_on_signals() -> threading.Event:
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
     return stop
+
+
+def run_until_stopped(stop: threading.Event, step: Callable[[], None], log: logging.Logger) -> None:
+    """Call `step` until `stop` is set; ride out Redis outages with capped backoff instead of exiting."""
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            step()
+            delay = 0.5
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            log.warning("Redis unavailable (%s); retrying in %.1fs", error, delay)
+            stop.wait(delay)
+            delay = min(delay * 2, 10.0)

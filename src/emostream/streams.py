@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -56,22 +56,32 @@ class Message(Generic[T]):
     value: T
 
 
-def publish_once(
-    client: redis.Redis, marker: str, ttl_seconds: int, entries: Iterable[Entry],
-    counters_key: str, counters: Mapping[str, int],
-) -> bool:
-    """Add `entries` and increment `counters` atomically unless `marker` was set before."""
-    entry_list = list(entries)
-    args: list[str | bytes | int] = [ttl_seconds, len(entry_list)]
-    for entry in entry_list:
-        args += [entry.maxlen, len(entry.fields)]
-        for key, value in entry.fields.items():
-            args += [key, value]
-    args.append(len(counters))
-    for name, amount in counters.items():
-        args += [name, amount]
-    keys = [marker, *(entry.stream for entry in entry_list), counters_key]
-    return bool(client.eval(_PUBLISH_ONCE, len(keys), *keys, *args))
+@dataclass(frozen=True)
+class Once:
+    """Output of handling one input: written only if `marker` is new, all in one atomic step."""
+
+    marker: str
+    entries: Sequence[Entry]
+    counters_key: str
+    counters: Mapping[str, int]
+
+
+def publish_once(client: redis.Redis, items: Sequence[Once], ttl_seconds: int) -> list[bool]:
+    """Publish each item atomically unless its marker exists; True where it was published now."""
+    script = client.register_script(_PUBLISH_ONCE)
+    pipe = client.pipeline(transaction=False)
+    for item in items:
+        args: list[str | bytes | int] = [ttl_seconds, len(item.entries)]
+        for entry in item.entries:
+            args += [entry.maxlen, len(entry.fields)]
+            for key, value in entry.fields.items():
+                args += [key, value]
+        args.append(len(item.counters))
+        for name, amount in item.counters.items():
+            args += [name, amount]
+        script(keys=[item.marker, *(entry.stream for entry in item.entries), item.counters_key], args=args,
+               client=pipe)
+    return [bool(result) for result in pipe.execute()]
 
 
 def ensure_group(client: redis.Redis, stream: str, group: str) -> None:

@@ -29,7 +29,7 @@ class Meter:
         self.every_s = every_s
         self.counts: Counter[str] = Counter()
         self.totals: Counter[str] = Counter()
-        self._since = time.monotonic()
+        self._since = time.monotonic() - every_s  # the first tick writes the heartbeat at once
 
     def add(self, name: str, amount: int = 1) -> None:
         self.counts[name] += amount

@@ -8,8 +8,12 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import keras
 
 SIZE = 48
 TRAIN_PER_CLASS = 96
@@ -42,7 +46,8 @@ def synthetic_faces(label_index: int, n: int, seed: int, num_classes: int = 3) -
     else:
         wave = np.sin(np.hypot(ys - 23.5, xs - 23.5)[None] * (2 * np.pi / 10) + phase)
     images = level + 40.0 * wave + rng.normal(0.0, 8.0, size=(n, SIZE, SIZE))
-    return np.clip(np.rint(images), 0, 255).astype(np.uint8)[..., None]
+    faces: np.ndarray = np.clip(np.rint(images), 0, 255).astype(np.uint8)[..., None]
+    return faces
 
 
 def _dataset(num_classes: int, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -51,10 +56,10 @@ def _dataset(num_classes: int, per_class: int, seed: int) -> tuple[np.ndarray, n
     return images, targets
 
 
-def _train(num_classes: int):  # type: ignore[no-untyped-def]  # a keras.Model; keras is imported lazily
+def _train(num_classes: int) -> keras.Model:
+    # keras and TF are imported here so that importing this module (for synthetic_faces) stays cheap.
     import keras
     import tensorflow as tf
-
     from emostream_trainer.model import make_model
     from emostream_trainer.training import flip_averaged_logits
 
@@ -76,7 +81,6 @@ def _train(num_classes: int):  # type: ignore[no-untyped-def]  # a keras.Model; 
 
 def _export_once(labels: tuple[str, ...]) -> Path:
     import keras
-
     from emostream_trainer.export import export_version
 
     previous = keras.mixed_precision.global_policy()
@@ -88,7 +92,7 @@ def _export_once(labels: tuple[str, ...]) -> Path:
     root = Path(tempfile.mkdtemp(prefix="emostream-tiny-model-"))
     atexit.register(shutil.rmtree, root, True)
     card = {"source": "tests.helpers.tiny_model", "labels": list(labels)}
-    return export_version(model, list(range(len(labels))), labels, root, card, version=1)
+    return Path(export_version(model, list(range(len(labels))), labels, root, card, version=1))
 
 
 def export_tiny_version(base: Path, version: int, labels: tuple[str, ...] = ("happy", "neutral", "fear")) -> Path:

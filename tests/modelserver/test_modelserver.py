@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Self
 
 import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from emostream_classifier.tf_serving import ServingClient, ServingError, ServingNotReady, read_labels
+from emostream_classifier.tf_serving import (
+    ServingClient,
+    ServingError,
+    ServingNotReady,
+    read_labels,
+)
 from emostream_modelserver.main import main
 from emostream_modelserver.server import RunningServer, start_server
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -83,7 +88,7 @@ class PredictLoop:
             except ServingError as error:
                 self.failures.append(str(error))
 
-    def __enter__(self) -> PredictLoop:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -209,11 +214,13 @@ def test_new_version_is_served_without_failing_a_request(server: RunningServer, 
     with PredictLoop(server.port) as loop:
         wait_for(lambda: len(loop.versions) >= 3, SWITCH_TIMEOUT, "first predictions")
         export_tiny_version(model_base, 2, LABELS)
+        at_export = len(loop.versions)
         wait_for(lambda: loop.latest() == 2, SWITCH_TIMEOUT, "version 2 to be served")
         seen = len(loop.versions)
         wait_for(lambda: len(loop.versions) >= seen + 3, SWITCH_TIMEOUT, "predictions after the switch")
     assert loop.failures == []
     first_new = loop.versions.index(2)
+    assert first_new > at_export  # version 1 kept answering while version 2 loaded
     assert set(loop.versions[:first_new]) == {1} and set(loop.versions[first_new:]) == {2}
 
 
@@ -283,18 +290,36 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def test_serve_model_command_serves_and_stops_cleanly_on_sigterm(model_base: Path) -> None:
+def test_serve_model_serves_then_stops_cleanly_on_sigterm(
+    model_base: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
     port = _free_port()
-    env = {**os.environ, "MODELSERVER_PORT": "1", "MODELSERVER_MODEL_BASE": str(model_base), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    command = [sys.executable, "-m", "emostream_modelserver.main", "--port", str(port), "--poll-seconds", "0.2"]
-    process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)  # --port wins over the env
+    monkeypatch.setenv("MODELSERVER_PORT", "1")  # the flag must win over this
+    monkeypatch.setenv("MODELSERVER_MODEL_BASE", str(model_base))
+    served: list[int] = []
+    errors: list[ServingError] = []
+
+    def use_then_terminate() -> None:
+        try:
+            with ServingClient(f"127.0.0.1:{port}", MODEL_NAME) as client:
+                client.wait_ready(timeout=30)
+                served.append(client.predict(synthetic_faces(2, 1, seed=3)).model_version)
+        except ServingError as error:  # reported below; SIGTERM must come regardless
+            errors.append(error)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)  # main() runs in this (main) thread and handles it
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # Should main() fail early, a late SIGTERM from the worker must not kill pytest.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    caplog.set_level(logging.INFO)
+    worker = threading.Thread(target=use_then_terminate)
     try:
-        with ServingClient(f"127.0.0.1:{port}", MODEL_NAME) as client:
-            client.wait_ready(timeout=60)
-            assert client.predict(synthetic_faces(2, 1, seed=3)).model_version == 1
-        process.send_signal(signal.SIGTERM)
-        _, log = process.communicate(timeout=30)
+        worker.start()
+        assert main(["--port", str(port), "--poll-seconds", "0.2"]) == 0
     finally:
-        process.kill()
-    assert process.returncode == 0
-    assert "serving model version 1" in log
+        worker.join(timeout=60)
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert errors == [] and served == [1]
+    assert "serving model version 1" in caplog.text

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import grpc
 import numpy as np
@@ -152,7 +152,7 @@ class ServingClient:
         versions = [s.version for s in response.model_version_status if s.state == available]
         if not versions:
             raise ServingError(f"model '{self.model_name}' on {self.target} has no AVAILABLE version")
-        return max(versions)
+        return int(max(versions))
 
     def wait_ready(self, timeout: float) -> None:
         """Poll GetModelStatus until a version is AVAILABLE; ServingNotReady after `timeout` seconds.
@@ -175,7 +175,7 @@ class ServingClient:
         """Close the channel; the client is unusable afterwards."""
         self._channel.close()
 
-    def __enter__(self) -> ServingClient:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:

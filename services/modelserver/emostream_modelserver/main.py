@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _port(text: str) -> int:
+    if not text.strip().isdigit():
+        raise ValueError("expected a port number 0-65535")
     value = int(text)
     if not 0 <= value <= 65535:
         raise ValueError("out of range 0-65535")
@@ -59,7 +61,10 @@ def _port(text: str) -> int:
 
 
 def _seconds(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError("expected a number of seconds") from None
     if not math.isfinite(value) or value <= 0:
         raise ValueError("must be a positive number")
     return value

@@ -77,7 +77,7 @@ def _signature(loaded: LoadedVersion, name: str) -> meta_graph_pb2.SignatureDef:
 
 def _dtype_name(enum: int) -> str:
     try:
-        return tf.dtypes.as_dtype(enum).name
+        return str(tf.dtypes.as_dtype(enum).name)
     except TypeError:
         return types_pb2.DataType.Name(enum) if enum in types_pb2.DataType.values() else str(enum)
 
@@ -98,7 +98,8 @@ def _check_tensor(key: str, proto: tensor_pb2.TensorProto, info: meta_graph_pb2.
     if not shape or shape[0] < 1:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}' has an empty batch")
     try:
-        return tf.make_ndarray(proto)
+        array: np.ndarray = tf.make_ndarray(proto)
+        return array
     except (ValueError, TypeError) as error:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}' content does not match its shape: {error}")
 
@@ -121,7 +122,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.versions = versions
         self.model_name = model_name
 
-    def Predict(self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext) -> predict_pb2.PredictResponse:  # noqa: N802
+    def Predict(self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext) -> predict_pb2.PredictResponse:
         try:
             return self._predict(request)
         except RequestError as error:
@@ -146,7 +147,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             response.outputs[name].CopyFrom(tf.make_tensor_proto(outputs[name]))
         return response
 
-    def GetModelMetadata(  # noqa: N802
+    def GetModelMetadata(
         self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.ServicerContext,
     ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         try:
@@ -178,7 +179,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):  # type: ignor
         self.versions = versions
         self.model_name = model_name
 
-    def GetModelStatus(  # noqa: N802
+    def GetModelStatus(
         self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.ServicerContext,
     ) -> get_model_status_pb2.GetModelStatusResponse:
         try:

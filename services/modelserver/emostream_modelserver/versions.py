@@ -140,6 +140,7 @@ class VersionManager:
         self._current: LoadedVersion | None = None
         self._loading: int | None = None
         self._failures: dict[int, _Failure] = {}
+        self._orphan_warned: int | None = None
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -187,6 +188,8 @@ class VersionManager:
     def refresh(self) -> None:
         """One scan: serve the newest version that loads, keeping the current one otherwise."""
         candidates = candidate_versions(self.base)
+        for gone in set(self._failures) - set(candidates):
+            del self._failures[gone]  # a removed folder starts afresh if it comes back
         current = self._current
         for version in candidates:
             if current is not None and version == current.version:
@@ -196,8 +199,10 @@ class VersionManager:
                 if loaded is not None:
                     self._swap(loaded)
                     return
-        if current is not None and current.version not in candidates:
+        if current is not None and current.version not in candidates and self._orphan_warned != current.version:
+            # Keep answering rather than go dark; say so once, not on every poll.
             log.warning("version %d was removed and no other version loads; still serving it", current.version)
+            self._orphan_warned = current.version
 
     def _should_try(self, version: int) -> bool:
         failure = self._failures.get(version)
@@ -210,7 +215,7 @@ class VersionManager:
         self._loading = version
         try:
             loaded = self._loader(self.base, version)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - any broken folder must fail alone, not the poller
             self._record_failure(version, error)
             return None
         finally:

@@ -1,0 +1,232 @@
+"""The capture loop: read each source in its own thread and publish JPEG frames to its camera's stream.
+
+Files and image folders are paced at their own frame rate (`realtime`), or else fed as fast as the
+detectors consume them, holding back while the detector group's backlog on the stream is `max_backlog`
+or more. Live sources are never paced and reconnect when they drop.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import redis
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from emostream import names, wire
+from emostream.settings import CommonSettings
+from emostream.telemetry import Meter
+from emostream_capture import sources as src
+
+log = logging.getLogger("emostream.capture")
+SERVICE = "capture"
+BACKLOG_POLL_S = 0.05
+JOIN_POLL_S = 0.5
+
+
+class CaptureSettings(CommonSettings):
+    """Where frames come from and how they are encoded and paced (env CAPTURE_*, flags win)."""
+
+    model_config = SettingsConfigDict(extra="forbid", env_prefix="CAPTURE_")
+
+    sources: list[str] = Field(
+        default_factory=list, min_length=1, validate_default=True,
+        description="sources as [camera_id=]spec: webcam index (0, webcam:0), video file, rtsp/http(s) URL, "
+        "or folder/glob of images; env as a JSON list",
+    )
+    jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality of published frames")
+    max_width: int = Field(1280, ge=0, le=16384, description="downscale wider frames to this width, keeping "
+                           "the aspect ratio; 0 keeps every frame's size")
+    realtime: bool = Field(True, description="pace files and image folders at their frame rate; off: as fast "
+                           "as the detectors consume")
+    max_backlog: int = Field(32, ge=1, le=1_000_000, description="without realtime, hold a file source while "
+                             "this many of its frames wait for the detectors")
+    loop: bool = Field(False, description="restart files and image folders when they end")
+    images_fps: float = Field(10.0, gt=0, le=1000, description="frame rate of image folder sources")
+    reconnect_max_s: float = Field(30.0, ge=0.5, le=3600, description="longest wait between reconnects of a "
+                                   "live source (backoff starts at 0.5 s and doubles)")
+    network_timeout_s: float = Field(10.0, gt=0, le=600, description="URL sources: give up opening or reading "
+                                     "after this long and reconnect")
+    heartbeat_s: float = Field(10.0, gt=0, le=3600, description="how often to log rates and refresh the heartbeat")
+
+
+class EncodeError(ValueError):
+    """A frame that cannot be JPEG-encoded."""
+
+
+class SharedMeter:
+    """A telemetry Meter that several source threads may count on."""
+
+    def __init__(self, meter: Meter) -> None:
+        self.meter = meter
+        self._lock = threading.Lock()
+
+    def add(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            self.meter.add(name, amount)
+
+    def tick(self, force: bool = False) -> None:
+        with self._lock:
+            self.meter.tick(force)
+
+
+def encode_jpeg(frame: np.ndarray, quality: int, max_width: int) -> tuple[bytes, int, int]:
+    """(jpeg, width, height) of `frame`, downscaled to `max_width` if wider (0: never)."""
+    try:
+        height, width = frame.shape[:2]
+        if max_width and width > max_width:
+            height, width = max(1, round(height * max_width / width)), max_width
+            frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
+        ok, buffer = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    except (cv2.error, ValueError, TypeError, AttributeError) as error:
+        raise EncodeError(str(error).strip().splitlines()[-1] if str(error).strip() else repr(error)) from error
+    if not ok:
+        raise EncodeError("cv2.imencode returned no image")
+    return buffer.tobytes(), int(width), int(height)
+
+
+def backlog(client: redis.Redis, stream: str) -> int:
+    """Entries of `stream` the detector group has not finished: lag (unread) plus pending (unacked).
+
+    Without the group yet, every entry in the stream is waiting.
+    """
+    try:
+        groups = client.xinfo_groups(stream)
+    except redis.ResponseError:  # no such stream yet: nothing waits
+        return 0
+    for group in groups:
+        if _text(group["name"]) == names.DETECTOR_GROUP:
+            lag = group.get("lag")
+            if lag is None:  # Redis cannot tell after deletions: count what follows the group's last id
+                lag = len(client.xrange(stream, "(" + _text(group["last-delivered-id"]), "+"))
+            return int(lag) + int(group["pending"])
+    return int(client.xlen(stream))
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def wait_for_room(client: redis.Redis, stream: str, max_backlog: int, stop: threading.Event) -> None:
+    """Block until fewer than `max_backlog` frames of `stream` wait for the detectors, or until stop."""
+    waited = False
+    while not stop.is_set() and backlog(client, stream) >= max_backlog:
+        if not waited:
+            log.debug("%s: %d frames wait for the detectors; holding", stream, max_backlog)
+            waited = True
+        stop.wait(BACKLOG_POLL_S)
+
+
+def start_camera(client: redis.Redis, camera: str) -> None:
+    """Announce `camera` to detectors and reset its counters: a rerun starts again from seq 0."""
+    pipe = client.pipeline()
+    pipe.delete(names.progress(camera))
+    pipe.sadd(names.CAMERAS, camera)
+    pipe.execute()
+
+
+def finish_camera(client: redis.Redis, camera: str, frames_total: int) -> None:
+    """Mark a finite source as fully published."""
+    client.hset(names.progress(camera), mapping={"done": 1, "frames_total": frames_total})
+
+
+def publish(client: redis.Redis, camera: str, seq: int, frame: np.ndarray, settings: CaptureSettings) -> bool:
+    """Encode and publish one frame; False (logged) when it cannot be encoded."""
+    try:
+        jpeg, width, height = encode_jpeg(frame, settings.jpeg_quality, settings.max_width)
+    except EncodeError as error:
+        log.error("%s: frame %d skipped, cannot encode it: %s", camera, seq, error)
+        return False
+    message = wire.Frame(camera, seq, int(time.time() * 1000), jpeg, width, height)
+    pipe = client.pipeline()
+    pipe.xadd(names.frames(camera), wire.encode_frame(message),  # type: ignore[arg-type]
+              maxlen=settings.stream_maxlen, approximate=True)
+    pipe.hincrby(names.progress(camera), "frames_published", 1)
+    pipe.execute()
+    return True
+
+
+def _one_pass(
+    client: redis.Redis, source: src.Source, settings: CaptureSettings, stop: threading.Event,
+    meter: SharedMeter | None, seq_offset: int,
+) -> tuple[int, int]:
+    """Publish one pass over `source`; (frames published, seqs used)."""
+    stream = names.frames(source.camera)
+    fps = None if src.is_live(source) or not settings.realtime else src.native_fps(source)
+    throttle = not src.is_live(source) and not settings.realtime
+    started = time.monotonic()
+    published = used = 0
+    for index, frame in src.frames(source, stop, settings.reconnect_max_s, settings.network_timeout_s):
+        if fps:
+            stop.wait(max(0.0, started + index / fps - time.monotonic()))
+        elif throttle:
+            wait_for_room(client, stream, settings.max_backlog, stop)
+        if stop.is_set():
+            break
+        used = index + 1
+        if publish(client, source.camera, seq_offset + index, frame, settings):
+            published += 1
+            if meter:
+                meter.add("frames")
+        elif meter:
+            meter.add("skipped")
+    if isinstance(source, src.ImagesSource):
+        used = len(source.paths)
+    return published, used
+
+
+def run_source(
+    client: redis.Redis, source: src.Source, settings: CaptureSettings, stop: threading.Event,
+    meter: SharedMeter | None = None,
+) -> int:
+    """Publish `source` until it ends (finite, without loop) or `stop`; the number of frames published.
+
+    With `loop`, seq keeps counting across passes: downstream de-duplication keys on camera and seq.
+    """
+    start_camera(client, source.camera)
+    total = offset = 0
+    while not stop.is_set():
+        published, used = _one_pass(client, source, settings, stop, meter, offset)
+        total += published
+        offset += used
+        if src.is_live(source) or stop.is_set():
+            break
+        if not settings.loop:
+            finish_camera(client, source.camera, total)
+            log.info("%s: done, %d frames published", source.camera, total)
+            break
+        if published == 0:
+            log.error("%s: a pass published no frames; not looping over an empty source", source.camera)
+            break
+    return total
+
+
+def run_capture(
+    client: redis.Redis, sources: Sequence[src.Source], settings: CaptureSettings, stop: threading.Event,
+) -> int:
+    """Run every source in its own thread until all finite ones end or `stop`; 0 if none failed, else 1."""
+    meter = SharedMeter(Meter(client, SERVICE, settings.consumer, log, every_s=settings.heartbeat_s))
+    meter.tick(force=True)
+    failed: list[str] = []
+
+    def work(source: src.Source) -> None:
+        try:
+            run_source(client, source, settings, stop, meter)
+        except Exception:  # one broken source must not take the others down
+            log.exception("%s: source %s failed", source.camera, source.kind)
+            failed.append(source.camera)
+
+    threads = [threading.Thread(target=work, args=(source,), name=f"capture-{source.camera}", daemon=True)
+               for source in sources]
+    for thread in threads:
+        thread.start()
+    while alive := [thread for thread in threads if thread.is_alive()]:
+        alive[0].join(JOIN_POLL_S)
+        meter.tick()
+    meter.tick(force=True)
+    return 1 if failed else 0

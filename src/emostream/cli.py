@@ -1,0 +1,66 @@
+"""The `emostream` command: one subcommand per service and job.
+
+Service subcommands import their package only when called, so an image that
+installs one service runs its own subcommand without the others' dependencies.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+# subcommand -> (module, function, one-line help, package that provides it)
+COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "up": ("emostream.launcher", "main", "run the whole system locally and print events", "emostream"),
+    "events": ("emostream.events_command", "main", "follow the emotion event stream", "emostream"),
+    "health": ("emostream.health_command", "main", "exit 0 if a service's heartbeat is fresh", "emostream"),
+    "capture": ("emostream_capture.main", "main", "publish frames from cameras, files, URLs, folders",
+                "emostream-capture"),
+    "detect": ("emostream_detector.main", "main", "detect faces in frame streams", "emostream-detector"),
+    "fetch-detector-model": ("emostream_detector.model_file", "main", "download and verify the face detector",
+                             "emostream-detector"),
+    "classify": ("emostream_classifier.main", "main", "classify faces through TF Serving gRPC",
+                 "emostream-classifier"),
+    "serve-model": ("emostream_modelserver.main", "main", "serve SavedModels over TF Serving's gRPC API",
+                    "emostream-modelserver"),
+    "train": ("emostream_trainer.train_command", "main", "train and export a new model version",
+              "emostream-trainer"),
+    "evaluate": ("emostream_trainer.evaluate_command", "main", "evaluate a model on a labelled folder",
+                 "emostream-trainer"),
+    "deploy": ("emostream_trainer.deploy_command", "main", "list, publish or roll back model versions",
+               "emostream-trainer"),
+}
+
+
+def _usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = [f"  {name:<{width}}  {help_text}" for name, (_, _, help_text, _) in COMMANDS.items()]
+    return "usage: emostream <command> [options]\n\ncommands:\n" + "\n".join(lines)
+
+
+def resolve(command: str) -> Callable[[list[str]], int]:
+    module_name, function, _, package = COMMANDS[command]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:
+        if not module_name.startswith(error.name or "\0"):
+            raise
+        raise SystemExit(f"emostream {command}: the package {package} is not installed here") from None
+    entry: Callable[[list[str]], int] = getattr(module, function)
+    return entry
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if args else 2
+    if args[0] not in COMMANDS:
+        print(f"emostream: unknown command {args[0]!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    return resolve(args[0])(args[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""`emostream events`: follow the emotion event stream, as JSON lines or a table."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict
+from typing import Literal, TextIO
+
+import redis
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from emostream import names
+from emostream.connection import RedisUnavailable, connect
+from emostream.settings import CommonSettings, load
+from emostream.wire import EmotionEvent, WireError, decode_event
+
+TABLE_HEADER = f"{'camera':<12} {'frame':>6} {'face':>4} {'label':<8} {'score':>5}  {'box (x,y,w,h)':<20} " \
+               f"{'latency':>8}  model"
+
+
+class EventsSettings(CommonSettings):
+    """Print emotion events as they arrive."""
+
+    model_config = SettingsConfigDict(extra="forbid", env_prefix="EVENTS_")
+
+    camera: list[str] = Field(default_factory=list, description="only these cameras (default: all)")
+    format: Literal["table", "json"] = Field("table", description="table for people, json for programs")
+    from_start: bool = Field(False, description="replay what the bounded stream still holds, then follow")
+    limit: int = Field(0, ge=0, description="stop after this many events (0: follow forever)")
+
+
+def follow(client: redis.Redis, start: str = "$", block_ms: int = 1000) -> Iterator[EmotionEvent | None]:
+    """Events after `start`; yields None when a wait times out, so callers can check for shutdown."""
+    last = start
+    if last == "$":  # resolve now, so nothing published between two reads is skipped
+        info = client.xinfo_stream(names.EVENTS) if client.exists(names.EVENTS) else None
+        last = info["last-generated-id"].decode() if info else "0-0"
+    while True:
+        reply = client.xread({names.EVENTS: last}, count=500, block=block_ms)
+        if not reply:
+            yield None
+            continue
+        for entry_id, fields in reply[0][1]:
+            last = entry_id.decode()
+            try:
+                yield decode_event(fields)
+            except WireError as error:
+                print(f"skipping malformed event {last}: {error}", file=sys.stderr)
+
+
+def format_event(event: EmotionEvent, style: str) -> str:
+    if style == "json":
+        return json.dumps(asdict(event), separators=(",", ":"))
+    box = f"{event.box.x},{event.box.y},{event.box.w},{event.box.h}"
+    latency = f"{event.ts_event_ms - event.ts_capture_ms}ms"
+    return (f"{event.camera:<12} {event.frame_seq:>6} {event.face_index:>4} {event.label:<8} {event.score:>5.2f}  "
+            f"{box:<20} {latency:>8}  {event.model}/{event.model_version}")
+
+
+def print_events(client: redis.Redis, settings: EventsSettings, out: TextIO = sys.stdout) -> int:
+    printed = 0
+    if settings.format == "table":
+        print(TABLE_HEADER, file=out, flush=True)
+    for event in follow(client, "0-0" if settings.from_start else "$"):
+        if event is None or (settings.camera and event.camera not in settings.camera):
+            continue
+        print(format_event(event, settings.format), file=out, flush=True)
+        printed += 1
+        if settings.limit and printed >= settings.limit:
+            break
+    return printed
+
+
+def main(argv: list[str]) -> int:
+    settings = load(EventsSettings, argv, prog="emostream events")
+    try:
+        client = connect(settings.redis_url)
+    except RedisUnavailable as error:
+        print(f"emostream events: {error}", file=sys.stderr)
+        return 1
+    try:
+        print_events(client, settings)
+    except KeyboardInterrupt:
+        pass
+    return 0
