@@ -7,6 +7,7 @@ installs one service runs its own subcommand without the others' dependencies.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -52,6 +53,8 @@ def resolve(command: str) -> Callable[[list[str]], int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides real logs
+    os.environ.setdefault("GLOG_minloglevel", "2")  # likewise MediaPipe's
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in ("-h", "--help"):
         print(_usage())

@@ -20,21 +20,26 @@ S = TypeVar("S", bound=BaseSettings)
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
+def _everywhere(field: str) -> AliasChoices:
+    """A common setting has one environment name for every service: EMOSTREAM_<FIELD>."""
+    return AliasChoices(field, f"EMOSTREAM_{field.upper()}")
+
+
 class CommonSettings(BaseSettings):
-    """What every service reads: where Redis is, how to log, its consumer name."""
+    """What every service reads: where Redis is, how to log, its consumer name, stream bounds."""
 
     model_config = SettingsConfigDict(extra="forbid", env_prefix="EMOSTREAM_")
 
-    redis_url: str = Field(
-        DEFAULT_REDIS_URL, description="Redis URL (env EMOSTREAM_REDIS_URL for every service)",
-        validation_alias=AliasChoices("redis_url", "EMOSTREAM_REDIS_URL"),
-    )
-    log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="logging level")
+    redis_url: str = Field(DEFAULT_REDIS_URL, description="Redis URL", validation_alias=_everywhere("redis_url"))
+    log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="logging level",
+                           validation_alias=_everywhere("log_level"))
     consumer: str = Field(
-        default_factory=socket.gethostname, min_length=1, description="consumer name in the group; keep it "
-        "stable across restarts so a restarted replica finishes what it had claimed",
+        default_factory=socket.gethostname, min_length=1, validation_alias=_everywhere("consumer"),
+        description="consumer name in the group; keep it stable across restarts so a restarted replica "
+        "finishes what it had claimed",
     )
-    stream_maxlen: int = Field(1000, ge=10, le=1_000_000, description="approximate length bound of each stream")
+    stream_maxlen: int = Field(1000, ge=10, le=1_000_000, validation_alias=_everywhere("stream_maxlen"),
+                               description="approximate length bound of the frame and face streams")
 
 
 def env_name(cls: type[BaseSettings], field: str) -> str:
@@ -58,9 +63,20 @@ def _is_list(annotation: Any) -> bool:
     return origin in (list, tuple)
 
 
-def build_parser(cls: type[BaseSettings], prog: str, description: str | None = None) -> argparse.ArgumentParser:
-    """One flag per field; every flag is optional and wins over the environment."""
+POSITIONAL = "_positional"
+
+
+def build_parser(
+    cls: type[BaseSettings], prog: str, description: str | None = None, positional: str | None = None,
+) -> argparse.ArgumentParser:
+    """One flag per field; every flag is optional and wins over the environment.
+
+    `positional` names a list field that bare arguments extend (`capture a.mp4 b.mp4`).
+    """
     parser = argparse.ArgumentParser(prog=prog, description=description or cls.__doc__)
+    if positional:
+        parser.add_argument(POSITIONAL, nargs="*", metavar=positional.upper(), default=[],
+                            help=f"same as repeating --{positional.replace('_', '-')}")
     for name, info in cls.model_fields.items():
         help_text = f"{info.description or ''} (env {env_name(cls, name)})"
         if info.annotation is bool:
@@ -74,9 +90,12 @@ def build_parser(cls: type[BaseSettings], prog: str, description: str | None = N
     return parser
 
 
-def load(cls: type[S], argv: Sequence[str] | None, prog: str, **overrides: Any) -> S:
+def load(cls: type[S], argv: Sequence[str] | None, prog: str, positional: str | None = None, **overrides: Any) -> S:
     """Settings from the environment and `argv`; on a bad value print one line and exit 2."""
-    parsed = vars(build_parser(cls, prog).parse_args(argv))
+    parsed = vars(build_parser(cls, prog, positional=positional).parse_args(argv))
+    bare = parsed.pop(POSITIONAL, [])
+    if positional and bare:
+        parsed[positional] = [*parsed.get(positional, []), *bare]
     try:
         return cls(**{**overrides, **parsed})
     except ValidationError as error:

@@ -144,7 +144,7 @@ def publish(client: redis.Redis, camera: str, seq: int, frame: np.ndarray, setti
         return False
     message = wire.Frame(camera, seq, int(time.time() * 1000), jpeg, width, height)
     pipe = client.pipeline()
-    pipe.xadd(names.frames(camera), wire.encode_frame(message),  # type: ignore[arg-type]
+    pipe.xadd(names.frames(camera), wire.encode_frame(message),
               maxlen=settings.stream_maxlen, approximate=True)
     pipe.hincrby(names.progress(camera), "frames_published", 1)
     pipe.execute()

@@ -1,0 +1,243 @@
+"""`emostream up`: run the whole system locally as child processes and print its events.
+
+It starts what is missing: a private redis-server when none answers, the
+project's model server, then classifier, detector and capture replicas. With
+`--once` it exits when every finite source has been captured, every frame
+detected and every face has its event.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlparse
+
+import redis
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from emostream import names
+from emostream.connection import RedisUnavailable, connect
+from emostream.events_command import TABLE_HEADER, follow, format_event
+from emostream.settings import CommonSettings, load
+
+PROG = "emostream up"
+LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", None}
+
+
+class UpSettings(CommonSettings):
+    """Run capture, detector, classifier and a model server locally; print events."""
+
+    model_config = SettingsConfigDict(extra="forbid", env_prefix="UP_")
+
+    sources: list[str] = Field(default_factory=list, description="capture sources ([camera=]spec); none: the "
+                               "webcam if one opens, else the built-in demo")
+    once: bool = Field(False, description="exit once finite sources are fully processed")
+    realtime: bool = Field(True, description="pace files at their frame rate (off: as fast as the pipeline)")
+    loop: bool = Field(False, description="replay finite sources forever")
+    model_base: Path = Field(Path("models/emotion"), description="model base path served to the classifier")
+    model_name: str = Field("emotion", min_length=1, description="model name")
+    serving_target: str = Field("", description="use this running TF Serving (host:port) instead of starting "
+                                "the project's model server")
+    detectors: int = Field(1, ge=1, le=32, description="detector replicas")
+    classifiers: int = Field(1, ge=1, le=32, description="classifier replicas")
+    format: Literal["table", "json"] = Field("table", description="how events are printed")
+    timeout_s: float = Field(0.0, ge=0, description="with --once, fail after this many seconds (0: never)")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+class Children:
+    """Child processes, stopped in reverse order of start."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.running: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, args: list[str], **env: str) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(args, env={**self.env, **env})
+        self.running.append((name, process))
+        return process
+
+    def emostream(self, name: str, command: list[str], **env: str) -> subprocess.Popen[bytes]:
+        return self.start(name, [sys.executable, "-m", "emostream.cli", *command], **env)
+
+    def failed(self, allowed_to_finish: set[str]) -> str | None:
+        """The name of a child that ended badly, or that should not have ended at all."""
+        for name, process in self.running:
+            code = process.poll()
+            if code is not None and (code != 0 or name not in allowed_to_finish):
+                return f"{name} exited with code {code}"
+        return None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        for _, process in reversed(self.running):
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + timeout_s
+        for _, process in reversed(self.running):
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def ensure_redis(url: str, children: Children) -> str:
+    """`url` if Redis answers there; else the URL of a private redis-server started here."""
+    try:
+        connect(url, timeout_s=1.0).close()
+        return url
+    except RedisUnavailable as error:
+        server = shutil.which("redis-server")
+        if urlparse(url).hostname not in LOCAL_HOSTS or server is None:
+            raise RedisUnavailable(f"{error}. Install redis-server (apt-get install redis-server) to let "
+                                   f"`{PROG}` start a private one, or point EMOSTREAM_REDIS_URL at a Redis.") from None
+    port = free_port()
+    folder = tempfile.mkdtemp(prefix="emostream-redis-")
+    children.start("redis", [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", folder], )
+    private = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            connect(private, timeout_s=0.5).close()
+            print(f"{PROG}: no Redis at {url}; started a private redis-server at {private} (nothing saved)",
+                  file=sys.stderr)
+            return private
+        except RedisUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def webcam_available() -> bool:
+    if not Path("/dev/video0").exists():
+        return False
+    import cv2
+
+    capture = cv2.VideoCapture(0)
+    try:
+        return bool(capture.isOpened())
+    finally:
+        capture.release()
+
+
+def default_sources(stack: ExitStack) -> list[str]:
+    if webcam_available():
+        return ["webcam=0"]
+    from emostream.demo import write_demo
+
+    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="emostream-demo-")))
+    print(f"{PROG}: no source given and no webcam: playing the built-in demo", file=sys.stderr)
+    return [f"demo={write_demo(folder / 'demo')}"]
+
+
+def start_model_server(settings: UpSettings, children: Children) -> str:
+    if settings.serving_target:
+        return settings.serving_target
+    if not settings.model_base.is_dir():
+        raise SystemExit(f"{PROG}: no model at {settings.model_base}; train one with `emostream train` "
+                         "or pass --model-base")
+    port = free_port()
+    children.emostream("model server", ["serve-model", "--model-base", str(settings.model_base),
+                                        "--model-name", settings.model_name, "--port", str(port)])
+    return f"127.0.0.1:{port}"
+
+
+def wait_for_model(target: str, model_name: str, timeout_s: float = 120.0) -> None:
+    from emostream_classifier.tf_serving import ServingClient
+
+    with ServingClient(target, model_name) as client:
+        client.wait_ready(timeout_s)
+
+
+def finished(client: redis.Redis, cameras: list[str]) -> bool:
+    """Every camera captured to its end, every frame detected, every face classified."""
+    for camera in cameras:
+        progress = {k.decode(): int(v) for k, v in client.hgetall(names.progress(camera)).items()}
+        if not progress.get("done"):
+            return False
+        if progress.get("frames_detected", 0) < progress.get("frames_total", 0):
+            return False
+        if progress.get("events", 0) < progress.get("faces_detected", 0):
+            return False
+    return True
+
+
+def camera_ids(sources: list[str]) -> list[str]:
+    from emostream_capture.sources import parse_sources
+
+    return [source.camera for source in parse_sources(sources, 10.0)]
+
+
+def run(settings: UpSettings) -> int:
+    children = Children({**os.environ, "EMOSTREAM_LOG_LEVEL": os.environ.get("EMOSTREAM_LOG_LEVEL", "WARNING")})
+    with ExitStack() as stack:
+        stack.callback(children.stop)
+        redis_url = ensure_redis(settings.redis_url, children)
+        children.env["EMOSTREAM_REDIS_URL"] = redis_url
+        sources = settings.sources or default_sources(stack)
+        cameras = camera_ids(sources)
+        from emostream_detector.model_file import default_path, fetch
+
+        detector_model = str(fetch(Path(os.environ.get("DETECTOR_MODEL_PATH", default_path()))))
+        target = start_model_server(settings, children)
+        wait_for_model(target, settings.model_name)
+        for index in range(settings.classifiers):
+            children.emostream(f"classifier-{index + 1}", ["classify"], EMOSTREAM_CONSUMER=f"classifier-{index + 1}",
+                               CLASSIFIER_SERVING_TARGET=target, CLASSIFIER_MODEL_NAME=settings.model_name,
+                               CLASSIFIER_MODEL_BASE=str(settings.model_base))
+        for index in range(settings.detectors):
+            children.emostream(f"detector-{index + 1}", ["detect"], EMOSTREAM_CONSUMER=f"detector-{index + 1}",
+                               DETECTOR_MODEL_PATH=detector_model)
+        flags = ["--realtime" if settings.realtime else "--no-realtime", "--loop" if settings.loop else "--no-loop"]
+        children.emostream("capture", ["capture", *flags, *(arg for s in sources for arg in ("--sources", s))],
+                           EMOSTREAM_CONSUMER="capture")
+        return print_until_done(connect(redis_url), settings, children, cameras)
+    return 1
+
+
+def print_until_done(client: redis.Redis, settings: UpSettings, children: Children, cameras: list[str]) -> int:
+    started = time.monotonic()
+    if settings.format == "table":
+        print(TABLE_HEADER, flush=True)
+    for event in follow(client, "$", block_ms=200):
+        if event is not None and event.camera in cameras:
+            print(format_event(event, settings.format), flush=True)
+            continue
+        failure = children.failed(allowed_to_finish={"capture"})
+        if failure:
+            print(f"{PROG}: {failure}; stopping", file=sys.stderr)
+            return 1
+        if settings.once and finished(client, cameras):
+            return 0
+        if settings.once and settings.timeout_s and time.monotonic() - started > settings.timeout_s:
+            print(f"{PROG}: not finished after {settings.timeout_s:.0f}s", file=sys.stderr)
+            return 1
+    return 1
+
+
+def main(argv: list[str]) -> int:
+    settings = load(UpSettings, argv, prog=PROG, positional="sources")
+    try:
+        return run(settings)
+    except RedisUnavailable as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\n{PROG}: stopping", file=sys.stderr)
+        return 0
