@@ -150,3 +150,25 @@ def test_several_sources_run_at_once(tmp_path: Path, client: redis.Redis, redis_
     assert client.smembers(names.CAMERAS) == {b"a", b"b"}
     assert (progress(client, "a")["frames_total"], progress(client, "b")["frames_total"]) == ("3", "5")
     assert client.exists(names.heartbeat("capture", settings(redis_url).consumer))
+
+
+def test_backlog_counts_unread_entries_when_redis_cannot_tell_the_lag(client: redis.Redis) -> None:
+    stream = names.frames("lagless")
+    ids = [client.xadd(stream, {"n": i}) for i in range(5)]
+    ensure_group(client, stream, names.DETECTOR_GROUP)
+    client.xreadgroup(names.DETECTOR_GROUP, "t", {stream: ">"}, count=1)
+    client.xdel(stream, ids[2])  # a deletion ahead of the group leaves Redis unable to compute lag
+    assert client.xinfo_groups(stream)[0]["lag"] is None
+    assert backlog(client, stream) == 3 + 1  # three unread entries left, one pending
+    assert backlog(client, names.frames("nothing")) == 0
+
+
+def test_a_failing_source_exits_1_without_stopping_the_others(
+    tmp_path: Path, client: redis.Redis, redis_url: str,
+) -> None:
+    gone = write_video(tmp_path / "gone.avi", 3, FPS)
+    sources = parse_sources([str(gone), f"ok={write_video(tmp_path / 'ok.avi', 3, FPS)}"])
+    gone.unlink()  # vanishes between start-up checks and reading
+    assert run_capture(client, sources, settings(redis_url, realtime=False), threading.Event()) == 1
+    assert progress(client, "ok")["done"] == "1"
+    assert "done" not in progress(client, "gone")

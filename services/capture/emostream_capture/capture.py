@@ -137,12 +137,13 @@ def finish_camera(client: redis.Redis, camera: str, frames_total: int) -> None:
 
 def publish(client: redis.Redis, camera: str, seq: int, frame: np.ndarray, settings: CaptureSettings) -> bool:
     """Encode and publish one frame; False (logged) when it cannot be encoded."""
+    ts_capture_ms = int(time.time() * 1000)
     try:
         jpeg, width, height = encode_jpeg(frame, settings.jpeg_quality, settings.max_width)
     except EncodeError as error:
         log.error("%s: frame %d skipped, cannot encode it: %s", camera, seq, error)
         return False
-    message = wire.Frame(camera, seq, int(time.time() * 1000), jpeg, width, height)
+    message = wire.Frame(camera, seq, ts_capture_ms, jpeg, width, height)
     pipe = client.pipeline()
     pipe.xadd(names.frames(camera), wire.encode_frame(message),
               maxlen=settings.stream_maxlen, approximate=True)
@@ -157,8 +158,11 @@ def _one_pass(
 ) -> tuple[int, int]:
     """Publish one pass over `source`; (frames published, seqs used)."""
     stream = names.frames(source.camera)
-    fps = None if src.is_live(source) or not settings.realtime else src.native_fps(source)
-    throttle = not src.is_live(source) and not settings.realtime
+    live = src.is_live(source)
+    fps = src.native_fps(source) if settings.realtime and not live else None
+    if settings.realtime and not live and fps is None:
+        log.warning("%s: frame rate unknown; feeding it as fast as the detectors consume", source.camera)
+    throttle = not live and fps is None
     started = time.monotonic()
     published = used = 0
     for index, frame in src.frames(source, stop, settings.reconnect_max_s, settings.network_timeout_s):
@@ -217,6 +221,10 @@ def run_capture(
     def work(source: src.Source) -> None:
         try:
             run_source(client, source, settings, stop, meter)
+        except redis.RedisError as error:  # every source needs Redis: stop all and let the supervisor restart us
+            log.error("%s: Redis failed, stopping capture: %s", source.camera, error)
+            failed.append(source.camera)
+            stop.set()
         except Exception:  # one broken source must not take the others down
             log.exception("%s: source %s failed", source.camera, source.kind)
             failed.append(source.camera)

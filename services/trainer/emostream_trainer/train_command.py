@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import subprocess
 import sys
@@ -42,6 +43,13 @@ def _code_revision() -> str:
         return out.stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
+
+
+def _history(path: Path) -> list[dict[str, float]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return [{key: float(value) for key, value in row.items()} for row in csv.DictReader(handle)]
 
 
 def _load(args: argparse.Namespace, labels: tuple[str, ...]) -> tuple[Dataset, Dataset]:
@@ -85,7 +93,14 @@ def run(args: argparse.Namespace) -> int:
         "validation": str(args.validation or f"holdout {args.holdout}"),
         "recipe": asdict(recipe), "validation_accuracy": accuracy,
         "train_seconds": round(time.time() - started), "code_revision": _code_revision(),
+        "history": _history(args.run_dir / "history.csv"),
     }
     final = export_version(float32_copy(model, len(trained), recipe.width), indices, serve, args.model_base, card)
     print(json.dumps({"exported": str(final), "validation_accuracy": accuracy}))
     return 0
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="emostream train", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
