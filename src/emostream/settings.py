@@ -66,6 +66,13 @@ def _is_list(annotation: Any) -> bool:
 POSITIONAL = "_positional"
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> typing.NoReturn:
+        # One line like every other bad value, not argparse's usage block.
+        print(f"{self.prog}: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def build_parser(
     cls: type[BaseSettings], prog: str, description: str | None = None, positional: str | None = None,
 ) -> argparse.ArgumentParser:
@@ -73,7 +80,7 @@ def build_parser(
 
     `positional` names a list field that bare arguments extend (`capture a.mp4 b.mp4`).
     """
-    parser = argparse.ArgumentParser(prog=prog, description=description or cls.__doc__)
+    parser = _OneLineParser(prog=prog, description=description or cls.__doc__)
     if positional:
         parser.add_argument(POSITIONAL, nargs="*", metavar=positional.upper(), default=[],
                             help=f"same as repeating --{positional.replace('_', '-')}")

@@ -19,7 +19,7 @@ from emostream import names
 from emostream.wire import WireError
 
 T = TypeVar("T")
-Fields = Mapping[str | bytes, str | bytes]
+Fields = Mapping[str, str] | Mapping[bytes, bytes] | Mapping[str | bytes, str | bytes]
 log = logging.getLogger(__name__)
 
 # One atomic step: mark the input handled, add the output entries, bump counters.

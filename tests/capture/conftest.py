@@ -95,7 +95,7 @@ class Running:
     def _run(self) -> None:
         try:
             self.result = self._target(self.stop)
-        except Exception as error:  # noqa: BLE001 - surfaced by the test through .error
+        except Exception as error:
             self.error = error
 
     def finish(self, timeout: float = 10.0) -> None:

@@ -25,9 +25,15 @@ DEPLOY_DOC = ROOT / "docs" / "DEPLOY.md"
 _VARIABLE = re.compile(r"\$\$|\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
 
 
-def compose_variables(text: str) -> set[str]:
-    """Names of the variables a compose file interpolates."""
-    return {m.group(1) for m in _VARIABLE.finditer(text) if m.group(1)}
+def compose_variables(tree: Any) -> set[str]:
+    """Names of the variables interpolated in a loaded compose file (comments do not count)."""
+    if isinstance(tree, dict):
+        return set().union(*map(compose_variables, tree.values())) if tree else set()
+    if isinstance(tree, list):
+        return set().union(*map(compose_variables, tree)) if tree else set()
+    if isinstance(tree, str):
+        return {m.group(1) for m in _VARIABLE.finditer(tree) if m.group(1)}
+    return set()
 
 
 def interpolate(value: Any, env: dict[str, str]) -> Any:

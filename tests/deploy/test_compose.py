@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 import yaml
-from emostream.cli import COMMANDS
-from emostream.settings import CommonSettings, env_name
 from pydantic_settings import BaseSettings
 
+from emostream.cli import COMMANDS
+from emostream.settings import CommonSettings, env_name
 from tests.deploy.conftest import (
     COMPOSE_FILE,
     DEPLOY_DOC,
@@ -86,7 +86,8 @@ def compose_cli() -> list[str]:
 
 def _run_config(cli: list[str], env_file: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     # Variables from this process would override the env file: keep the compose ones out.
-    env = {k: v for k, v in os.environ.items() if k not in compose_variables(COMPOSE_FILE.read_text())}
+    used = compose_variables(yaml.safe_load(COMPOSE_FILE.read_text()))
+    env = {k: v for k, v in os.environ.items() if k not in used}
     return subprocess.run(
         [*cli, "--env-file", str(env_file), "-f", str(COMPOSE_FILE), "config", *extra],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=60,
@@ -95,7 +96,8 @@ def _run_config(cli: list[str], env_file: Path, *extra: str) -> subprocess.Compl
 
 def test_compose_config_validates(compose_cli: list[str], tmp_path: Path) -> None:
     env_file = tmp_path / "test.env"
-    env_file.write_text("REDIS_PASSWORD=test-password\nDETECTOR_REPLICAS=3\nCLASSIFIER_REPLICAS=2\n")
+    env_file.write_text("REDIS_PASSWORD=test-password\nCAPTURE_SOURCES='[\"cam=/media/a.mp4\"]'\n"
+                        "DETECTOR_REPLICAS=3\nCLASSIFIER_REPLICAS=2\n")
     quiet = _run_config(compose_cli, env_file, "-q")
     assert quiet.returncode == 0, quiet.stderr
     resolved = _run_config(compose_cli, env_file)
@@ -105,6 +107,7 @@ def test_compose_config_validates(compose_cli: list[str], tmp_path: Path) -> Non
     assert services["detector"]["deploy"]["replicas"] == 3
     assert services["classifier"]["deploy"]["replicas"] == 2
     assert services["classifier"]["environment"]["EMOSTREAM_REDIS_URL"] == "redis://:test-password@redis:6379/0"
+    assert services["capture"]["environment"]["CAPTURE_SOURCES"] == '["cam=/media/a.mp4"]'
     assert set(EXPECTED_SUBCOMMANDS) | {"redis", "tfserving"} == set(services)
 
 
@@ -118,12 +121,14 @@ def test_compose_config_matches_example_env(compose_cli: list[str], services: di
         assert real[name].get("image") == service.get("image"), name
 
 
-def test_compose_requires_redis_password(compose_cli: list[str], tmp_path: Path) -> None:
-    env_file = tmp_path / "empty.env"
-    env_file.write_text("")
+@pytest.mark.parametrize("required", ["REDIS_PASSWORD", "CAPTURE_SOURCES"])
+def test_compose_requires(required: str, compose_cli: list[str], tmp_path: Path) -> None:
+    env_file = tmp_path / "partial.env"
+    others = {"REDIS_PASSWORD": "test-password", "CAPTURE_SOURCES": "'[\"0\"]'"}
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in others.items() if k != required))
     result = _run_config(compose_cli, env_file, "-q")
     assert result.returncode != 0
-    assert "REDIS_PASSWORD" in result.stderr
+    assert required in result.stderr
 
 
 # --- the services and the code --------------------------------------------------------------------
@@ -164,7 +169,7 @@ def test_consumer_name_left_to_the_hostname(services: dict[str, dict[str, Any]])
 def test_every_variable_is_documented(compose_text: str, services: dict[str, dict[str, Any]]) -> None:
     example = ENV_EXAMPLE.read_text()
     documented = {line.split("=", 1)[0] for line in example.splitlines() if re.match(r"^\w+=", line)}
-    missing = compose_variables(compose_text) - documented
+    missing = compose_variables(yaml.safe_load(compose_text)) - documented
     assert not missing, f"variables used by docker-compose.yml but not set in .env.example: {sorted(missing)}"
     docs = example + DEPLOY_DOC.read_text()
     for name in EXPECTED_SUBCOMMANDS:

@@ -8,8 +8,8 @@ import shlex
 import tomllib
 
 import pytest
-from emostream.cli import COMMANDS
 
+from emostream.cli import COMMANDS
 from tests.deploy.conftest import ROOT, Dockerfile
 
 SERVICES = sorted(p.parent.name for p in (ROOT / "services").glob("*/pyproject.toml"))
@@ -26,9 +26,10 @@ def syncs(parsed: Dockerfile) -> list[list[str]]:
     found = []
     for run in parsed.all("RUN"):
         for command in re.split(r"&&|;", run):
-            words = shlex.split(command)
-            if words[:2] == ["uv", "sync"]:
-                found.append(words[2:])
+            words = shlex.split(command)  # may start with RUN options such as --mount=...
+            starts = [i for i in range(len(words) - 1) if words[i:i + 2] == ["uv", "sync"]]
+            if starts:
+                found.append(words[starts[0] + 2:])
     return found
 
 
@@ -56,7 +57,8 @@ def test_sync_installs_the_service_package(service: str, workspace_packages: set
 @pytest.mark.parametrize("service", SERVICES)
 def test_entrypoint_is_provided_by_the_installed_package(service: str) -> None:
     parsed = dockerfile(service)
-    package = syncs(parsed)[-1][syncs(parsed)[-1].index("--package") + 1]
+    last_sync = syncs(parsed)[-1]
+    package = last_sync[last_sync.index("--package") + 1]
     entrypoint = parsed.exec_form("ENTRYPOINT")
     assert entrypoint[0] == "emostream" and len(entrypoint) == 2
     assert entrypoint[1] in COMMANDS

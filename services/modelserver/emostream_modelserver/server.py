@@ -115,7 +115,7 @@ def predict_inputs(request: predict_pb2.PredictRequest, sig: meta_graph_pb2.Sign
     return {key: _check_tensor(key, request.inputs[key], sig.inputs[key]) for key in expected}
 
 
-class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
+class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """tensorflow.serving.PredictionService: Predict and GetModelMetadata."""
 
     def __init__(self, versions: VersionManager, model_name: str) -> None:
@@ -172,7 +172,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
 
-class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore[misc]
+class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     """tensorflow.serving.ModelService: GetModelStatus (HandleReloadConfigRequest is unimplemented)."""
 
     def __init__(self, versions: VersionManager, model_name: str) -> None:

@@ -215,7 +215,7 @@ class VersionManager:
         self._loading = version
         try:
             loaded = self._loader(self.base, version)
-        except Exception as error:  # noqa: BLE001 - any broken folder must fail alone, not the poller
+        except Exception as error:
             self._record_failure(version, error)
             return None
         finally:

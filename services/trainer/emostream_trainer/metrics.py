@@ -41,7 +41,7 @@ def report(probabilities: np.ndarray, expected: np.ndarray, labels: tuple[str, .
                             "support": int(matrix[index, :].sum())}
     return {
         "labels": list(labels),
-        "samples": int(len(expected)),
+        "samples": len(expected),
         "accuracy": round(float((predicted == expected).mean()), 4),
         "macro_f1": round(float(np.mean([c["f1"] for c in per_class.values()])), 4),
         "per_class": per_class,

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Install everything the system and its tests need into .venv (idempotent, from uv.lock),
+# and fetch the MediaPipe face detector model (checksum-verified, cached outside the repo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v uv >/dev/null 2>&1; then
+  python3 -m pip install --quiet --user uv 2>/dev/null || python3 -m pip install --quiet uv
+  export PATH="$HOME/.local/bin:$PATH"
+fi
+uv sync --quiet --frozen --all-packages --all-extras --python 3.11
+uv run --frozen --no-sync emostream fetch-detector-model >/dev/null

@@ -1,0 +1,146 @@
+"""The wire forms: protobuf frames and faces, flat-text events, clear errors for bad entries, fresh generated code."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+
+from emostream import wire
+from emostream.v1 import messages_pb2 as pb
+from emostream.wire import Box, EmotionEvent, Face, Frame, WireError
+
+ROOT = Path(__file__).resolve().parents[2]
+EVENT_FIELDS = {"camera", "frame_seq", "face_index", "ts_capture_ms", "ts_event_ms", "x", "y", "w", "h", "label",
+                "score", "scores", "model", "model_version", "detector_score"}
+
+
+def a_face(crop: np.ndarray | None = None) -> Face:
+    if crop is None:
+        crop = np.arange(48 * 48, dtype=np.uint32).reshape(48, 48).astype(np.uint8)
+    return Face("cam-1", 12, 1_700_000_000_123, 1, 2, Box(10, 20, 30, 40), 0.75, crop, 1_700_000_000_200)
+
+
+def an_event() -> EmotionEvent:
+    return EmotionEvent("cam-1", 12, 1, 1_700_000_000_123, 1_700_000_000_456, Box(10, 20, 30, 40), "happy", 0.8125,
+                        {"happy": 0.8125, "neutral": 0.125, "fear": 0.0625}, "emotion", 3, 0.5)
+
+
+def test_frame_round_trip() -> None:
+    frame = Frame("cam-1", 7, 1_700_000_000_123, b"\xff\xd8jpeg bytes\xff\xd9", 640, 480)
+    fields = wire.encode_frame(frame)
+    assert set(fields) == {wire.PAYLOAD_FIELD}
+    assert wire.decode_frame(fields) == frame
+
+
+def test_face_round_trip() -> None:
+    face = a_face()
+    back = wire.decode_face(wire.encode_face(face))
+    assert (back.camera, back.frame_seq, back.ts_capture_ms, back.face_index, back.faces_in_frame) == (
+        "cam-1", 12, 1_700_000_000_123, 1, 2)
+    assert back.box == face.box
+    assert back.score == pytest.approx(0.75)
+    assert back.ts_detect_ms == face.ts_detect_ms
+    assert back.identity == face.identity == "cam-1:12:1"
+    assert back.crop.dtype == np.uint8 and back.crop.shape == (48, 48)
+    np.testing.assert_array_equal(back.crop, face.crop)
+
+
+def test_face_crop_from_a_non_contiguous_view_round_trips() -> None:
+    big = np.arange(96 * 96, dtype=np.uint32).reshape(96, 96).astype(np.uint8)
+    view = big[::2, ::2]
+    assert not view.flags.c_contiguous
+    back = wire.decode_face(wire.encode_face(a_face(view)))
+    np.testing.assert_array_equal(back.crop, view)
+
+
+def test_event_fields_are_plain_text_and_round_trip(redis_client: redis.Redis) -> None:
+    event = an_event()
+    fields = wire.encode_event(event)
+    assert set(fields) == EVENT_FIELDS
+    assert all(isinstance(value, str) for value in fields.values())
+    assert fields["camera"] == "cam-1"
+    assert fields["frame_seq"] == "12"
+    assert fields["face_index"] == "1"
+    assert fields["ts_capture_ms"] == "1700000000123"
+    assert fields["ts_event_ms"] == "1700000000456"
+    assert (fields["x"], fields["y"], fields["w"], fields["h"]) == ("10", "20", "30", "40")
+    assert fields["label"] == "happy"
+    assert float(fields["score"]) == pytest.approx(0.8125, abs=1e-4)
+    assert json.loads(fields["scores"]) == pytest.approx({"happy": 0.8125, "neutral": 0.125, "fear": 0.0625}, abs=1e-4)
+    assert fields["model"] == "emotion"
+    assert fields["model_version"] == "3"
+    # Through Redis the fields come back as bytes; decode_event takes them as they are.
+    entry_id = redis_client.xadd("emostream:test:events", fields)
+    [(_, stored)] = redis_client.xrange("emostream:test:events", entry_id, entry_id)
+    assert wire.decode_event(stored) == event
+    assert wire.decode_event(fields) == event
+
+
+def test_event_scores_are_rounded_to_four_places() -> None:
+    event = an_event()
+    event = EmotionEvent(**{**event.__dict__, "score": 1 / 3, "scores": {"happy": 1 / 3, "fear": 2 / 3}})
+    fields = wire.encode_event(event)
+    assert fields["score"] == "0.3333"
+    assert json.loads(fields["scores"]) == {"happy": 0.3333, "fear": 0.6667}
+
+
+def test_entry_without_payload_names_the_field() -> None:
+    with pytest.raises(WireError, match="no 'pb' field"):
+        wire.decode_frame({b"camera": b"cam-1"})
+    with pytest.raises(WireError, match="face entry has no 'pb' field"):
+        wire.decode_face({})
+
+
+def test_garbage_payload_is_a_wire_error() -> None:
+    with pytest.raises(WireError, match="not a valid Frame protobuf"):
+        wire.decode_frame({wire.PAYLOAD_FIELD: b"\x00garbage bytes"})
+    with pytest.raises(WireError, match="not a valid Face protobuf"):
+        wire.decode_face({wire.PAYLOAD_FIELD: b"\xff\xff\xff"})
+
+
+def test_frame_without_camera_or_image_is_rejected() -> None:
+    with pytest.raises(WireError, match="camera id or image bytes"):
+        wire.decode_frame(wire.encode_frame(Frame("", 1, 2, b"jpeg", 1, 1)))
+    with pytest.raises(WireError, match="camera id or image bytes"):
+        wire.decode_frame(wire.encode_frame(Frame("cam", 1, 2, b"", 1, 1)))
+
+
+@pytest.mark.parametrize("size", [0, 47 * 48, 48 * 48 * 3])
+def test_wrong_crop_size_names_the_sizes(size: int) -> None:
+    payload = pb.Face(camera="cam", crop=bytes(size)).SerializeToString()
+    with pytest.raises(WireError, match=rf"crop has {size} bytes, expected 2304"):
+        wire.decode_face({wire.PAYLOAD_FIELD: payload})
+
+
+def test_malformed_events_name_the_problem() -> None:
+    fields = wire.encode_event(an_event())
+    missing = {k: v for k, v in fields.items() if k != "label"}
+    with pytest.raises(WireError, match="label"):
+        wire.decode_event(missing)
+    with pytest.raises(WireError, match="malformed"):
+        wire.decode_event({**fields, "frame_seq": "twelve"})
+    with pytest.raises(WireError, match="malformed"):
+        wire.decode_event({**fields, "scores": "not json"})
+
+
+def test_wire_error_is_a_value_error() -> None:
+    assert issubclass(WireError, ValueError)
+
+
+def test_generated_protobuf_code_is_up_to_date(tmp_path: Path) -> None:
+    """src/emostream/v1 is what scripts/gen_protos.sh makes from protos/ (never edited by hand)."""
+    subprocess.run(
+        [sys.executable, "-m", "grpc_tools.protoc", "-Iprotos", f"--python_out={tmp_path}", f"--pyi_out={tmp_path}",
+         "protos/emostream/v1/messages.proto"],
+        cwd=ROOT, check=True, capture_output=True, timeout=60,
+    )
+    for name in ("messages_pb2.py", "messages_pb2.pyi"):
+        fresh = (tmp_path / "emostream" / "v1" / name).read_text()
+        committed = (ROOT / "src" / "emostream" / "v1" / name).read_text()
+        assert fresh == committed, f"src/emostream/v1/{name} is stale: run scripts/gen_protos.sh"
