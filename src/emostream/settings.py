@@ -99,7 +99,8 @@ def build_parser(
 
 def load(cls: type[S], argv: Sequence[str] | None, prog: str, positional: str | None = None, **overrides: Any) -> S:
     """Settings from the environment and `argv`; on a bad value print one line and exit 2."""
-    parsed = vars(build_parser(cls, prog, positional=positional).parse_args(argv))
+    parser = build_parser(cls, prog, positional=positional)
+    parsed = vars(parser.parse_intermixed_args(argv) if positional else parser.parse_args(argv))
     bare = parsed.pop(POSITIONAL, [])
     if positional and bare:
         parsed[positional] = [*parsed.get(positional, []), *bare]

@@ -13,7 +13,8 @@ import cv2
 import numpy as np
 import pytest
 import redis
-from emostream_capture.capture import CaptureSettings, run_source
+from emostream_capture.capture import run_source
+from emostream_capture.settings import CaptureSettings
 from emostream_capture.sources import Source
 
 from emostream import names, wire

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 import redis
-from emostream_capture.main import main, with_positional_sources
+from emostream.settings import load
+from emostream_capture.main import PROG, main
+from emostream_capture.settings import CaptureSettings
 
 from emostream import names
 from tests.capture.conftest import progress, read_frames, write_images, write_video
@@ -53,10 +55,11 @@ def test_redis_unavailable_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "no Redis answers" in one_error_line(capsys)
 
 
-def test_positional_sources_become_flags() -> None:
-    assert with_positional_sources(["a.avi", "--consumer", "x", "0"]) == [
-        "--consumer", "x", "--sources", "a.avi", "--sources", "0"]
-    assert with_positional_sources(["--consumer", "cam", "cam"]) == ["--consumer", "cam", "--sources", "cam"]
+def test_positional_sources_join_the_sources_flag() -> None:
+    settings = load(CaptureSettings, ["a.avi", "--consumer", "x", "0", "--sources", "b.avi"], PROG, positional="sources")
+    assert settings.sources == ["b.avi", "a.avi", "0"] and settings.consumer == "x"
+    settings = load(CaptureSettings, ["--consumer", "cam", "cam"], PROG, positional="sources")
+    assert settings.sources == ["cam"] and settings.consumer == "cam"
 
 
 def test_main_publishes_sources_from_env_and_flags(

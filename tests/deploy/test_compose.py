@@ -209,7 +209,9 @@ def test_classifier_targets_tfserving_grpc(services: dict[str, dict[str, Any]]) 
     assert {"redis", "tfserving"} <= set(services["classifier"]["depends_on"])
 
 
-def test_redis_url_points_at_the_redis_service(services: dict[str, dict[str, Any]], example_env: dict[str, str]) -> None:
+def test_redis_url_points_at_the_redis_service(
+    services: dict[str, dict[str, Any]], example_env: dict[str, str],
+) -> None:
     url = environment(services["detector"])["EMOSTREAM_REDIS_URL"]
     assert url == f"redis://:{example_env['REDIS_PASSWORD']}@redis:6379/0"
     command = services["redis"]["command"]

@@ -15,44 +15,16 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 import redis
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
 
 from emostream import names, wire
-from emostream.settings import CommonSettings
 from emostream.telemetry import Meter
 from emostream_capture import sources as src
+from emostream_capture.settings import CaptureSettings
 
 log = logging.getLogger("emostream.capture")
 SERVICE = "capture"
 BACKLOG_POLL_S = 0.05
 JOIN_POLL_S = 0.5
-
-
-class CaptureSettings(CommonSettings):
-    """Where frames come from and how they are encoded and paced (env CAPTURE_*, flags win)."""
-
-    model_config = SettingsConfigDict(extra="forbid", env_prefix="CAPTURE_")
-
-    sources: list[str] = Field(
-        default_factory=list, min_length=1, validate_default=True,
-        description="sources as [camera_id=]spec: webcam index (0, webcam:0), video file, rtsp/http(s) URL, "
-        "or folder/glob of images; env as a JSON list",
-    )
-    jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality of published frames")
-    max_width: int = Field(1280, ge=0, le=16384, description="downscale wider frames to this width, keeping "
-                           "the aspect ratio; 0 keeps every frame's size")
-    realtime: bool = Field(True, description="pace files and image folders at their frame rate; off: as fast "
-                           "as the detectors consume")
-    max_backlog: int = Field(32, ge=1, le=1_000_000, description="without realtime, hold a file source while "
-                             "this many of its frames wait for the detectors")
-    loop: bool = Field(False, description="restart files and image folders when they end")
-    images_fps: float = Field(10.0, gt=0, le=1000, description="frame rate of image folder sources")
-    reconnect_max_s: float = Field(30.0, ge=0.5, le=3600, description="longest wait between reconnects of a "
-                                   "live source (backoff starts at 0.5 s and doubles)")
-    network_timeout_s: float = Field(10.0, gt=0, le=600, description="URL sources: give up opening or reading "
-                                     "after this long and reconnect")
-    heartbeat_s: float = Field(10.0, gt=0, le=3600, description="how often to log rates and refresh the heartbeat")
 
 
 class EncodeError(ValueError):

@@ -4,31 +4,21 @@ from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import Sequence
 
 from emostream.connection import RedisUnavailable, connect
 from emostream.lifecycle import stop_on_signals
-from emostream.settings import build_parser, load
+from emostream.settings import load
 from emostream.telemetry import setup_logging
-from emostream_capture.capture import SERVICE, CaptureSettings, run_capture
+from emostream_capture.capture import SERVICE, run_capture
+from emostream_capture.settings import CaptureSettings
 from emostream_capture.sources import SourceError, parse_sources
 
 PROG = "emostream capture"
 
 
-def with_positional_sources(argv: Sequence[str]) -> list[str]:
-    """`argv` with bare source specs rewritten as `--sources SPEC`, so `capture a.mp4 0` works."""
-    _, extras = build_parser(CaptureSettings, PROG).parse_known_args(list(argv))
-    positional = [token for token in extras if not token.startswith("-")]
-    rest = list(argv)
-    for token in reversed(positional):  # from the right: an equal flag value earlier stays a flag value
-        del rest[len(rest) - 1 - rest[::-1].index(token)]
-    return rest + [part for spec in positional for part in ("--sources", spec)]
-
-
 def main(argv: list[str]) -> int:
     """Run capture; 0 when every finite source is done (or on SIGTERM/SIGINT), 1 on failure, 2 on bad setup."""
-    settings = load(CaptureSettings, with_positional_sources(argv), prog=PROG)
+    settings = load(CaptureSettings, argv, prog=PROG, positional="sources")
     setup_logging(settings.log_level, SERVICE)
     try:
         sources = parse_sources(settings.sources, settings.images_fps)

@@ -16,9 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from emostream_trainer.export import MODEL_CARD, numbered_versions
-
-RETIRED = ".retired"
+from emostream_trainer.export import MODEL_CARD, RETIRED, next_version, numbered_versions
 
 
 class DeployError(RuntimeError):
@@ -52,7 +50,7 @@ def publish(source: Path, base: Path, force: bool = False) -> Path:
         if new is not None and current is not None and new < current:
             raise DeployError(f"{source} has validation accuracy {new:.4f} < serving version {versions[-1]}'s "
                               f"{current:.4f}; pass --force to publish it anyway")
-    number = (versions or [0])[-1] + 1
+    number = next_version(base)
     base.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{number}-", dir=base))
     shutil.copytree(source, staging, dirs_exist_ok=True)

@@ -17,6 +17,8 @@ from emostream_trainer.training import flip_averaged_logits
 
 LABELS_FILE = "labels.txt"
 MODEL_CARD = "model_card.json"
+RETIRED = ".retired"
+"""Rolled-back versions live in `<base>/.retired/`: servers load numeric folder names only."""
 
 
 def numbered_versions(base: Path) -> list[int]:
@@ -24,6 +26,11 @@ def numbered_versions(base: Path) -> list[int]:
     if not base.is_dir():
         return []
     return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def next_version(base: Path) -> int:
+    """One past every version ever published here, retired ones included: servers never see a number twice."""
+    return max([0, *numbered_versions(base), *numbered_versions(base / RETIRED)]) + 1
 
 
 def float32_copy(model: keras.Model, num_classes: int, width: int) -> keras.Model:
@@ -59,7 +66,7 @@ def export_version(
 ) -> Path:
     """Write version `version` (default: newest + 1) under `base`; the folder appears in one rename."""
     base.mkdir(parents=True, exist_ok=True)
-    number = version if version is not None else (numbered_versions(base) or [0])[-1] + 1
+    number = version if version is not None else next_version(base)
     final = base / str(number)
     if final.exists():
         raise FileExistsError(f"{final} already exists; versions are never overwritten")

