@@ -27,8 +27,8 @@ import redis
 
 LABELS = ("happy", "neutral", "fear")
 FRAME_W, FRAME_H = 640, 360
-FACE_SIDE = 150  # upscaled face size: MediaPipe's short-range model wants faces of a fifth of the frame
-SLOTS = ((40, 60), (245, 110), (450, 60))  # top-left corners of the faces in every frame
+FACE_SIDE = 190  # upscaled face size: MediaPipe's short-range model wants faces of a third of the frame height
+SLOTS = ((15, 60), (225, 110), (435, 60))  # top-left corners of the faces in every frame
 
 
 @dataclass(frozen=True)

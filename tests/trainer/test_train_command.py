@@ -142,8 +142,9 @@ def test_bad_data_exits_2_naming_the_file(
     elif problem == "missing_class":
         extra = ["--train-on", "all"]  # needs all seven class folders
         expected = str(data / "angry")
-    else:
-        extra = ["--labels", "happy,joy"]
+    else:  # all seven classes are there, but a served label is not one of them
+        data = write_folder_dataset(tmp_path / "seven", FER_CLASSES, 1)
+        extra = ["--train-on", "all", "--labels", "happy,joy"]
         expected = "joy"
     base = tmp_path / "emotion"
     assert train(data, tmp_path / "run", base, *extra) == 2

@@ -11,7 +11,15 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from emostream_trainer.dataset import DEFAULT_LABELS, FER_CLASSES, Dataset, DatasetError, load, split_holdout
+from emostream_trainer.dataset import (
+    DEFAULT_LABELS,
+    FER_CLASSES,
+    Dataset,
+    DatasetError,
+    check_labels,
+    load,
+    split_holdout,
+)
 
 DEFAULT_MODEL_BASE = Path("models/emotion")
 
@@ -68,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     serve = tuple(label.strip() for label in args.labels.split(",") if label.strip())
     trained = FER_CLASSES if args.train_on == "all" else serve
     try:
+        check_labels(serve)  # with --train-on all, load() checks only the seven trained classes
         train_data, validation = _load(args, trained)
     except DatasetError as error:
         print(f"emostream train: {error}", file=sys.stderr)
