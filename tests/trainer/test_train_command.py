@@ -185,12 +185,3 @@ def test_rerun_resumes_an_interrupted_run(tmp_path: Path, monkeypatch: pytest.Mo
     assert epochs_logged(run_dir) == [0, 1]  # continued at epoch 1 rather than starting over at 0
     assert not (run_dir / "backup").exists()
 
-
-def test_extending_a_finished_run_starts_over(tmp_path: Path) -> None:
-    """A completed run deletes its backup, so rerunning with more epochs trains from epoch 0 again."""
-    data = write_folder_dataset(tmp_path / "data", LABELS, 6, seed=2)
-    run_dir = tmp_path / "run"
-    common = [str(data), *TINY, "--train-on", "served", "--run-dir", str(run_dir), "--no-export"]
-    assert train_command.main(common) == 0
-    assert train_command.main([*common, "--epochs", "2"]) == 0
-    assert epochs_logged(run_dir) == [0, 0, 1]
