@@ -109,7 +109,9 @@ def ensure_redis(url: str, children: Children) -> str:
     port = free_port()
     folder = tempfile.mkdtemp(prefix="emostream-redis-")
     children.start("redis", [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", folder], )
+                             "--appendonly", "no", "--dir", folder,
+                             # its log stays out of stdout, which carries the events (JSON lines with --format json)
+                             "--logfile", str(Path(folder) / "redis.log")])
     private = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10
     while True:

@@ -1,4 +1,4 @@
-"""At-least-once for real: `emostream classify` killed with SIGKILL mid-stream and restarted loses and doubles nothing."""
+"""At-least-once for real: `emostream classify` SIGKILLed mid-stream and restarted loses and doubles nothing."""
 
 from __future__ import annotations
 
@@ -71,7 +71,8 @@ def test_sigkill_mid_stream_then_restart_gives_exactly_one_event_per_face(
 ) -> None:
     env = {
         **os.environ, "EMOSTREAM_REDIS_URL": redis_url, "EMOSTREAM_CONSUMER": "c1", "EMOSTREAM_LOG_LEVEL": "INFO",
-        "CLASSIFIER_SERVING_TARGET": f"127.0.0.1:{slow_model_server.port}", "CLASSIFIER_MODEL_BASE": str(tiny_model_base),
+        "CLASSIFIER_SERVING_TARGET": f"127.0.0.1:{slow_model_server.port}",
+        "CLASSIFIER_MODEL_BASE": str(tiny_model_base),
         "CLASSIFIER_MODEL_NAME": MODEL_NAME, "CLASSIFIER_BATCH_SIZE": "8", "CLASSIFIER_BLOCK_MS": "100",
         "TF_CPP_MIN_LOG_LEVEL": "3",
     }

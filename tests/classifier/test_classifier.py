@@ -211,7 +211,7 @@ def test_batch_is_held_while_the_model_server_is_down(
             try:
                 while not stop.is_set():
                     classifier.step()
-            except BaseException as error:  # noqa: BLE001 - reported by the test
+            except BaseException as error:  # reported by the test
                 failures.append(error)
 
         worker = threading.Thread(target=work, daemon=True)

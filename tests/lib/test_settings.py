@@ -128,7 +128,9 @@ def test_bad_value_exits_2_with_one_line_naming_flag_and_env(
     assert (env or dict([argv])).popitem()[1] in line  # the offending value is shown
 
 
-def test_bad_detector_value_names_its_env_var(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_bad_detector_value_names_its_env_var(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
     monkeypatch.setenv("DETECTOR_MARGIN", "2.5")
     with pytest.raises(SystemExit) as exited:
         load(DetectorSettings, [], prog="emostream detect")

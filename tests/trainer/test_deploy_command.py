@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,7 @@ def test_publish_refuses_lower_accuracy_unless_forced(tmp_path: Path) -> None:
     base = tmp_path / "emotion"
     publish(fake_version(tmp_path / "good", 0.7), base)
     worse = fake_version(tmp_path / "worse", 0.6)
-    with pytest.raises(DeployError, match="0.6000 < serving version 1's 0.7000"):
+    with pytest.raises(DeployError, match=re.escape("0.6000 < serving version 1's 0.7000")):
         publish(worse, base)
     assert numbered_versions(base) == [1] and children(base) == ["1"]
     assert publish(worse, base, force=True) == base / "2"
@@ -63,7 +64,7 @@ def test_publish_rejects_folder_without_saved_model(tmp_path: Path) -> None:
     base = tmp_path / "emotion"
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(DeployError, match="no saved_model.pb"):
+    with pytest.raises(DeployError, match=re.escape("no saved_model.pb")):
         publish(empty, base)
     assert numbered_versions(base) == []
 

@@ -130,3 +130,18 @@ def test_version_folder_without_labels_or_versions_exits_2(
     (unlabelled / "assets" / "labels.txt").unlink()
     assert main([str(data), "--saved-model", str(unlabelled)]) == 2
     assert "labels.txt" in capsys.readouterr().err
+
+
+def test_missing_saved_model_folder_exits_2(data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    absent = tmp_path / "no-such-version"
+    assert main([str(data), "--saved-model", str(absent)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("emostream evaluate: ") and str(absent) in err and "Traceback" not in err
+
+
+def test_absent_version_under_model_base_exits_2(
+    base: Path, data: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main([str(data), "--model-base", str(base), "--version", "9"]) == 2
+    err = capsys.readouterr().err
+    assert str(base / "9") in err and "Traceback" not in err

@@ -68,7 +68,8 @@ def test_each_run_exports_the_next_version_atomically(two_runs: TwoRuns) -> None
         assert 0.0 <= card["validation_accuracy"] <= 1.0
         assert isinstance(card["code_revision"], str) and card["code_revision"]
         assert isinstance(card["history"], list) and len(card["history"]) == 1
-        assert {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_served_accuracy"} <= set(card["history"][0])
+        columns = {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "val_served_accuracy"}
+        assert columns <= set(card["history"][0])
     for run in two_runs.runs:
         assert (run / "recipe.json").is_file() and (run / "history.csv").is_file()
         assert not (run / "backup").exists()  # removed once training completed

@@ -54,6 +54,9 @@ def publish(source: Path, base: Path, force: bool = False) -> Path:
     base.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{number}-", dir=base))
     shutil.copytree(source, staging, dirs_exist_ok=True)
+    card_path = staging / "assets" / MODEL_CARD
+    if card_path.is_file():  # the card names the version it is published as
+        card_path.write_text(json.dumps({**card(staging), "version": number}, indent=2) + "\n")
     staging.chmod(0o755)
     final = base / str(number)
     staging.rename(final)

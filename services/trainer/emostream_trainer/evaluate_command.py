@@ -101,9 +101,11 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="emostream evaluate", description=__doc__)
     add_arguments(parser)
     args = parser.parse_args(argv)
+    from emostream_classifier.tf_serving import ServingError
+
     try:
         result = evaluate(args)
-    except (DatasetError, FileNotFoundError) as error:
+    except (DatasetError, OSError, ServingError) as error:  # OSError: TF's 'SavedModel file does not exist at ...'
         print(f"emostream evaluate: {error}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2))

@@ -99,6 +99,9 @@ def train(train_data: Dataset, validation: Dataset, recipe: Recipe, run_dir: Pat
     """Train, resuming from `run_dir` if a run there was interrupted; return the best model."""
     configure(recipe)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / "backup").exists():  # a fresh run, not a resumed one: start its records anew
+        for stale in ("history.csv", "best.weights.h5"):
+            (run_dir / stale).unlink(missing_ok=True)
     (run_dir / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
     indices = serve_indices(train_data.labels, recipe.serve_labels)
     model = make_model(len(train_data.labels), width=recipe.width, seed=recipe.seed)
