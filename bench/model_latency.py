@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from emostream_classifier.tf_serving import ServingClient
 from emostream_modelserver.server import start_server
 
@@ -40,9 +39,17 @@ def main() -> int:
                     client.predict(crops[:batch])
                     seconds.append(time.perf_counter() - started)
                 median, mean = statistics.median(seconds) * 1000, statistics.fmean(seconds) * 1000
-                print(json.dumps({"model_version": version, "batch": batch, "ms_per_call_p50": round(median, 2),
-                                  "ms_per_face_p50": round(median / batch, 3),
-                                  "ms_per_face_mean": round(mean / batch, 3)}))
+                print(
+                    json.dumps(
+                        {
+                            "model_version": version,
+                            "batch": batch,
+                            "ms_per_call_p50": round(median, 2),
+                            "ms_per_face_p50": round(median / batch, 3),
+                            "ms_per_face_mean": round(mean / batch, 3),
+                        }
+                    )
+                )
     finally:
         server.stop(1)
     return 0

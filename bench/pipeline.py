@@ -90,8 +90,9 @@ def score(events: list[dict[str, str]], truths: list[Truth]) -> dict[str, float]
         "detection_recall": found / len(truths),
         "label_accuracy": correct / max(found, 1),
         **{f"recall_{label}": hits / max(n, 1) for label, (hits, n) in per_class.items()},
-        "false_positives": sum(1 for e in events if not any(
-            centre_inside(e, t.box) for t in truths if t.seq == int(e["frame_seq"]))),
+        "false_positives": sum(
+            1 for e in events if not any(centre_inside(e, t.box) for t in truths if t.seq == int(e["frame_seq"]))
+        ),
     }
 
 
@@ -99,8 +100,20 @@ def run_once(video: Path, redis_url: str, realtime: bool, extra: list[str]) -> t
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     started = time.monotonic()
-    command = [sys.executable, "-m", "emostream.cli", "up", "--once", "--format", "json", "--timeout-s", "900",
-               "--realtime" if realtime else "--no-realtime", *extra, str(video)]
+    command = [
+        sys.executable,
+        "-m",
+        "emostream.cli",
+        "up",
+        "--once",
+        "--format",
+        "json",
+        "--timeout-s",
+        "900",
+        "--realtime" if realtime else "--no-realtime",
+        *extra,
+        str(video),
+    ]
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "EMOSTREAM_REDIS_URL": redis_url})
     elapsed = time.monotonic() - started
     events = [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in client.xrange("emostream:events")]
@@ -113,9 +126,13 @@ def summarise(events: list[dict[str, str]], frames: int, truths: list[Truth], la
     last = max(int(e["ts_event_ms"]) for e in events)
     span_s = max((last - first) / 1000, 1e-3)  # first capture to last event: the pipeline's own time
     return {
-        "mode": label, "frames": frames, "events": len(events),
-        "frames_per_s": round(frames / span_s, 1), "faces_per_s": round(len(events) / span_s, 1),
-        "latency_p50_ms": float(np.percentile(latencies, 50)), "latency_p99_ms": float(np.percentile(latencies, 99)),
+        "mode": label,
+        "frames": frames,
+        "events": len(events),
+        "frames_per_s": round(frames / span_s, 1),
+        "faces_per_s": round(len(events) / span_s, 1),
+        "latency_p50_ms": float(np.percentile(latencies, 50)),
+        "latency_p99_ms": float(np.percentile(latencies, 99)),
         **{k: round(v, 4) for k, v in score(events, truths).items()},
     }
 
@@ -133,12 +150,24 @@ def main() -> int:
         video = Path(folder) / "bench.avi"
         truths = compose_video(faces, args.frames, args.fps, video)
         elapsed, events = run_once(video, args.redis_url, realtime=False, extra=extra)
-        print(json.dumps({**summarise(events, args.frames, truths, "as fast as possible"),
-                          "wall_s_including_startup": round(elapsed, 1)}))
+        print(
+            json.dumps(
+                {
+                    **summarise(events, args.frames, truths, "as fast as possible"),
+                    "wall_s_including_startup": round(elapsed, 1),
+                }
+            )
+        )
         if not args.skip_paced:
             elapsed, events = run_once(video, args.redis_url, realtime=True, extra=extra)
-            print(json.dumps({**summarise(events, args.frames, truths, f"paced at {args.fps:g} fps"),
-                              "wall_s_including_startup": round(elapsed, 1)}))
+            print(
+                json.dumps(
+                    {
+                        **summarise(events, args.frames, truths, f"paced at {args.fps:g} fps"),
+                        "wall_s_including_startup": round(elapsed, 1),
+                    }
+                )
+            )
     return 0
 
 

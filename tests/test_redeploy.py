@@ -132,8 +132,17 @@ class Feeder:
         while not stop.is_set():
             kind = seq % len(LABELS)
             crop = self.pool[kind][(seq // len(LABELS)) % 16, ..., 0]
-            face = wire.Face(CAMERA, seq, int(time.time() * 1000), 0, 1, wire.Box(10, 10, 48, 48), 0.9,
-                             np.ascontiguousarray(crop), int(time.time() * 1000))
+            face = wire.Face(
+                CAMERA,
+                seq,
+                int(time.time() * 1000),
+                0,
+                1,
+                wire.Box(10, 10, 48, 48),
+                0.9,
+                np.ascontiguousarray(crop),
+                int(time.time() * 1000),
+            )
             self.client.xadd(names.FACES, wire.encode_face(face), maxlen=100_000)
             self.fed[seq] = kind
             seq += 1
@@ -161,12 +170,22 @@ def now_ms() -> float:
 
 
 def test_events_keep_flowing_across_publish_and_rollback(
-    client: redis.Redis, redis_url: str, base: Path, server: RunningServer, problems: Problems,
+    client: redis.Redis,
+    redis_url: str,
+    base: Path,
+    server: RunningServer,
+    problems: Problems,
 ) -> None:
     target = f"127.0.0.1:{server.port}"
     settings = ClassifierSettings(
-        redis_url=redis_url, consumer="redeploy-test", serving_target=target, model_name=MODEL_NAME,
-        model_base=base, batch_size=8, max_wait_ms=10, block_ms=100,
+        redis_url=redis_url,
+        consumer="redeploy-test",
+        serving_target=target,
+        model_name=MODEL_NAME,
+        model_base=base,
+        batch_size=8,
+        max_wait_ms=10,
+        block_ms=100,
     )
     log = logging.getLogger("emostream.classifier.redeploy-test")
     feeder = Feeder(client)

@@ -39,11 +39,33 @@ def shift(index: int, count: int) -> int:
 
 
 def run_up(args: list[str], redis_url: str, detector_model_path: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "EMOSTREAM_REDIS_URL": redis_url, "DETECTOR_MODEL_PATH": str(detector_model_path),
-           "TF_CPP_MIN_LOG_LEVEL": "3", "GLOG_minloglevel": "2"}
-    return subprocess.run([sys.executable, "-m", "emostream.cli", "up", "--once", "--no-realtime", "--timeout-s",
-                           "120", "--format", "json", *args], env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=180)
+    env = {
+        **os.environ,
+        "EMOSTREAM_REDIS_URL": redis_url,
+        "DETECTOR_MODEL_PATH": str(detector_model_path),
+        "TF_CPP_MIN_LOG_LEVEL": "3",
+        "GLOG_minloglevel": "2",
+    }
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "emostream.cli",
+            "up",
+            "--once",
+            "--no-realtime",
+            "--timeout-s",
+            "120",
+            "--format",
+            "json",
+            *args,
+        ],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def check_events(result: subprocess.CompletedProcess[str], camera: str, frames: int) -> list[dict[str, Any]]:
@@ -73,7 +95,10 @@ def check_events(result: subprocess.CompletedProcess[str], camera: str, frames: 
 
 
 def test_up_once_gives_one_event_per_face(
-    tmp_path: Path, redis_url: str, tiny_model_base: Path, detector_model_path: Path,
+    tmp_path: Path,
+    redis_url: str,
+    tiny_model_base: Path,
+    detector_model_path: Path,
 ) -> None:
     video = write_video(tmp_path / "hallway.avi", 20)
     result = run_up(["--model-base", str(tiny_model_base), str(video)], redis_url, detector_model_path, tmp_path)
@@ -82,12 +107,19 @@ def test_up_once_gives_one_event_per_face(
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
 def test_up_starts_a_private_redis_when_none_answers(
-    tmp_path: Path, tiny_model_base: Path, detector_model_path: Path, model_server: RunningServer,
+    tmp_path: Path,
+    tiny_model_base: Path,
+    detector_model_path: Path,
+    model_server: RunningServer,
 ) -> None:
     nothing_there = f"redis://127.0.0.1:{free_port()}/0"
     video = write_video(tmp_path / "lobby.avi", 4)
     # The model server runs in this process (saves starting one); up still starts Redis and the services.
-    result = run_up(["--model-base", str(tiny_model_base), "--serving-target", f"127.0.0.1:{model_server.port}",
-                     str(video)], nothing_there, detector_model_path, tmp_path)
+    result = run_up(
+        ["--model-base", str(tiny_model_base), "--serving-target", f"127.0.0.1:{model_server.port}", str(video)],
+        nothing_there,
+        detector_model_path,
+        tmp_path,
+    )
     check_events(result, "lobby", 4)
     assert f"no Redis at {nothing_there}; started a private redis-server" in result.stderr

@@ -1,1 +1,1 @@
-"""emostream: shared library for the services (wire schema, streams, settings, telemetry) and the `emostream` command."""
+"""emostream: shared library (wire, streams, settings, telemetry) and the `emostream` command."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Iterator
@@ -17,8 +18,9 @@ from emostream.connection import RedisUnavailable, connect
 from emostream.settings import CommonSettings, load
 from emostream.wire import EmotionEvent, WireError, decode_event
 
-TABLE_HEADER = f"{'camera':<12} {'frame':>6} {'face':>4} {'label':<8} {'score':>5}  {'box (x,y,w,h)':<20} " \
-               f"{'latency':>8}  model"
+TABLE_HEADER = (
+    f"{'camera':<12} {'frame':>6} {'face':>4} {'label':<8} {'score':>5}  {'box (x,y,w,h)':<20} {'latency':>8}  model"
+)
 
 
 class EventsSettings(CommonSettings):
@@ -32,12 +34,15 @@ class EventsSettings(CommonSettings):
     limit: int = Field(0, ge=0, description="stop after this many events (0: follow forever)")
 
 
+def last_event_id(client: redis.Redis) -> str:
+    """The id of the newest event now, so that following from it misses nothing published later."""
+    info = client.xinfo_stream(names.EVENTS) if client.exists(names.EVENTS) else None
+    return info["last-generated-id"].decode() if info else "0-0"
+
+
 def follow(client: redis.Redis, start: str = "$", block_ms: int = 1000) -> Iterator[EmotionEvent | None]:
     """Events after `start`; yields None when a wait times out, so callers can check for shutdown."""
-    last = start
-    if last == "$":  # resolve now, so nothing published between two reads is skipped
-        info = client.xinfo_stream(names.EVENTS) if client.exists(names.EVENTS) else None
-        last = info["last-generated-id"].decode() if info else "0-0"
+    last = last_event_id(client) if start == "$" else start  # resolved once: nothing between reads is skipped
     while True:
         reply = client.xread({names.EVENTS: last}, count=500, block=block_ms)
         if not reply:
@@ -56,8 +61,10 @@ def format_event(event: EmotionEvent, style: str) -> str:
         return json.dumps(asdict(event), separators=(",", ":"))
     box = f"{event.box.x},{event.box.y},{event.box.w},{event.box.h}"
     latency = f"{event.ts_event_ms - event.ts_capture_ms}ms"
-    return (f"{event.camera:<12} {event.frame_seq:>6} {event.face_index:>4} {event.label:<8} {event.score:>5.2f}  "
-            f"{box:<20} {latency:>8}  {event.model}/{event.model_version}")
+    return (
+        f"{event.camera:<12} {event.frame_seq:>6} {event.face_index:>4} {event.label:<8} {event.score:>5.2f}  "
+        f"{box:<20} {latency:>8}  {event.model}/{event.model_version}"
+    )
 
 
 def print_events(client: redis.Redis, settings: EventsSettings, out: TextIO = sys.stdout) -> int:
@@ -81,8 +88,6 @@ def main(argv: list[str]) -> int:
     except RedisUnavailable as error:
         print(f"emostream events: {error}", file=sys.stderr)
         return 1
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         print_events(client, settings)
-    except KeyboardInterrupt:
-        pass
     return 0

@@ -26,7 +26,7 @@ from pydantic_settings import SettingsConfigDict
 
 from emostream import names
 from emostream.connection import RedisUnavailable, connect
-from emostream.events_command import TABLE_HEADER, follow, format_event
+from emostream.events_command import TABLE_HEADER, follow, format_event, last_event_id
 from emostream.settings import CommonSettings, load
 
 PROG = "emostream up"
@@ -38,15 +38,18 @@ class UpSettings(CommonSettings):
 
     model_config = SettingsConfigDict(extra="forbid", env_prefix="UP_")
 
-    sources: list[str] = Field(default_factory=list, description="capture sources ([camera=]spec); none: the "
-                               "webcam if one opens, else the built-in demo")
+    sources: list[str] = Field(
+        default_factory=list,
+        description="capture sources ([camera=]spec); none: the webcam if one opens, else the built-in demo",
+    )
     once: bool = Field(False, description="exit once finite sources are fully processed")
     realtime: bool = Field(True, description="pace files at their frame rate (off: as fast as the pipeline)")
     loop: bool = Field(False, description="replay finite sources forever")
     model_base: Path = Field(Path("models/emotion"), description="model base path served to the classifier")
     model_name: str = Field("emotion", min_length=1, description="model name")
-    serving_target: str = Field("", description="use this running TF Serving (host:port) instead of starting "
-                                "the project's model server")
+    serving_target: str = Field(
+        "", description="use this running TF Serving (host:port) instead of starting the project's model server"
+    )
     detectors: int = Field(1, ge=1, le=32, description="detector replicas")
     classifiers: int = Field(1, ge=1, le=32, description="classifier replicas")
     format: Literal["table", "json"] = Field("table", description="how events are printed")
@@ -96,7 +99,7 @@ class Children:
                 process.wait()
 
 
-def ensure_redis(url: str, children: Children) -> str:
+def ensure_redis(url: str, children: Children, folder: Path) -> str:
     """`url` if Redis answers there; else the URL of a private redis-server started here."""
     try:
         connect(url, timeout_s=1.0).close()
@@ -104,21 +107,39 @@ def ensure_redis(url: str, children: Children) -> str:
     except RedisUnavailable as error:
         server = shutil.which("redis-server")
         if urlparse(url).hostname not in LOCAL_HOSTS or server is None:
-            raise RedisUnavailable(f"{error}. Install redis-server (apt-get install redis-server) to let "
-                                   f"`{PROG}` start a private one, or point EMOSTREAM_REDIS_URL at a Redis.") from None
+            raise RedisUnavailable(
+                f"{error}. Install redis-server (apt-get install redis-server) to let "
+                f"`{PROG}` start a private one, or point EMOSTREAM_REDIS_URL at a Redis."
+            ) from None
     port = free_port()
-    folder = tempfile.mkdtemp(prefix="emostream-redis-")
-    children.start("redis", [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", folder,
-                             # its log stays out of stdout, which carries the events (JSON lines with --format json)
-                             "--logfile", str(Path(folder) / "redis.log")])
+    children.start(
+        "redis",
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+            # its log stays out of stdout, which carries the events (JSON lines with --format json)
+            "--logfile",
+            str(Path(folder) / "redis.log"),
+        ],
+    )
     private = f"redis://127.0.0.1:{port}/0"
     deadline = time.monotonic() + 10
     while True:
         try:
             connect(private, timeout_s=0.5).close()
-            print(f"{PROG}: no Redis at {url}; started a private redis-server at {private} (nothing saved)",
-                  file=sys.stderr)
+            print(
+                f"{PROG}: no Redis at {url}; started a private redis-server at {private} (nothing saved)",
+                file=sys.stderr,
+            )
             return private
         except RedisUnavailable:
             if time.monotonic() > deadline:
@@ -138,25 +159,35 @@ def webcam_available() -> bool:
         capture.release()
 
 
-def default_sources(stack: ExitStack) -> list[str]:
+def default_sources(scratch: Path) -> list[str]:
     if webcam_available():
         return ["webcam=0"]
     from emostream.demo import write_demo
 
-    folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="emostream-demo-")))
     print(f"{PROG}: no source given and no webcam: playing the built-in demo", file=sys.stderr)
-    return [f"demo={write_demo(folder / 'demo')}"]
+    return [f"demo={write_demo(scratch / 'demo')}"]
 
 
 def start_model_server(settings: UpSettings, children: Children) -> str:
     if settings.serving_target:
         return settings.serving_target
     if not settings.model_base.is_dir():
-        raise SystemExit(f"{PROG}: no model at {settings.model_base}; train one with `emostream train` "
-                         "or pass --model-base")
+        raise SystemExit(
+            f"{PROG}: no model at {settings.model_base}; train one with `emostream train` or pass --model-base"
+        )
     port = free_port()
-    children.emostream("model server", ["serve-model", "--model-base", str(settings.model_base),
-                                        "--model-name", settings.model_name, "--port", str(port)])
+    children.emostream(
+        "model server",
+        [
+            "serve-model",
+            "--model-base",
+            str(settings.model_base),
+            "--model-name",
+            settings.model_name,
+            "--port",
+            str(port),
+        ],
+    )
     return f"127.0.0.1:{port}"
 
 
@@ -173,9 +204,10 @@ def finished(client: redis.Redis, cameras: list[str]) -> bool:
         progress = {k.decode(): int(v) for k, v in client.hgetall(names.progress(camera)).items()}
         if not progress.get("done"):
             return False
-        if progress.get("frames_detected", 0) < progress.get("frames_total", 0):
+        # Dead-lettered frames and faces count as handled: they will never have an event.
+        if progress.get("frames_detected", 0) + progress.get("frames_failed", 0) < progress.get("frames_total", 0):
             return False
-        if progress.get("events", 0) < progress.get("faces_detected", 0):
+        if progress.get("events", 0) + progress.get("faces_failed", 0) < progress.get("faces_detected", 0):
             return False
     return True
 
@@ -190,9 +222,12 @@ def run(settings: UpSettings) -> int:
     children = Children({**os.environ, "EMOSTREAM_LOG_LEVEL": os.environ.get("EMOSTREAM_LOG_LEVEL", "WARNING")})
     with ExitStack() as stack:
         stack.callback(children.stop)
-        redis_url = ensure_redis(settings.redis_url, children)
+        scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="emostream-up-")))
+        redis_url = ensure_redis(settings.redis_url, children, scratch)
         children.env["EMOSTREAM_REDIS_URL"] = redis_url
-        sources = settings.sources or default_sources(stack)
+        client = connect(redis_url)
+        start = last_event_id(client)  # before any service starts: no event of this run is missed
+        sources = settings.sources or default_sources(scratch)
         cameras = camera_ids(sources)
         from emostream_detector.model_file import default_path, fetch
 
@@ -200,33 +235,56 @@ def run(settings: UpSettings) -> int:
         target = start_model_server(settings, children)
         wait_for_model(target, settings.model_name)
         for index in range(settings.classifiers):
-            children.emostream(f"classifier-{index + 1}", ["classify"], EMOSTREAM_CONSUMER=f"classifier-{index + 1}",
-                               CLASSIFIER_SERVING_TARGET=target, CLASSIFIER_MODEL_NAME=settings.model_name,
-                               CLASSIFIER_MODEL_BASE=str(settings.model_base))
+            children.emostream(
+                f"classifier-{index + 1}",
+                ["classify"],
+                EMOSTREAM_CONSUMER=f"classifier-{index + 1}",
+                CLASSIFIER_SERVING_TARGET=target,
+                CLASSIFIER_MODEL_NAME=settings.model_name,
+                CLASSIFIER_MODEL_BASE=str(settings.model_base),
+            )
         for index in range(settings.detectors):
-            children.emostream(f"detector-{index + 1}", ["detect"], EMOSTREAM_CONSUMER=f"detector-{index + 1}",
-                               DETECTOR_MODEL_PATH=detector_model)
+            children.emostream(
+                f"detector-{index + 1}",
+                ["detect"],
+                EMOSTREAM_CONSUMER=f"detector-{index + 1}",
+                DETECTOR_MODEL_PATH=detector_model,
+            )
         flags = ["--realtime" if settings.realtime else "--no-realtime", "--loop" if settings.loop else "--no-loop"]
-        children.emostream("capture", ["capture", *flags, *(arg for s in sources for arg in ("--sources", s))],
-                           EMOSTREAM_CONSUMER="capture")
-        return print_until_done(connect(redis_url), settings, children, cameras)
+        children.emostream(
+            "capture",
+            ["capture", *flags, *(arg for s in sources for arg in ("--sources", s))],
+            EMOSTREAM_CONSUMER="capture",
+        )
+        return print_until_done(client, start, settings, children, cameras)
     return 1
 
 
-def print_until_done(client: redis.Redis, settings: UpSettings, children: Children, cameras: list[str]) -> int:
-    started = time.monotonic()
+def print_until_done(
+    client: redis.Redis,
+    start: str,
+    settings: UpSettings,
+    children: Children,
+    cameras: list[str],
+) -> int:
+    started = next_check = time.monotonic()
     if settings.format == "table":
         print(TABLE_HEADER, flush=True)
-    for event in follow(client, "$", block_ms=200):
+    done = False
+    for event in follow(client, start, block_ms=200):
         if event is not None and event.camera in cameras:
             print(format_event(event, settings.format), flush=True)
+        if done and event is None:  # every event was already published; now all of them are printed too
+            return 0
+        if time.monotonic() < next_check:
             continue
+        next_check = time.monotonic() + 0.2  # checks between events too, however busy the stream
         failure = children.failed(allowed_to_finish={"capture"})
         if failure:
             print(f"{PROG}: {failure}; stopping", file=sys.stderr)
             return 1
         if settings.once and finished(client, cameras):
-            return 0
+            done = True
         if settings.once and settings.timeout_s and time.monotonic() - started > settings.timeout_s:
             print(f"{PROG}: not finished after {settings.timeout_s:.0f}s", file=sys.stderr)
             return 1

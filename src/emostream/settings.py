@@ -13,41 +13,53 @@ import typing
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 S = TypeVar("S", bound=BaseSettings)
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-def _everywhere(field: str) -> AliasChoices:
+def _everywhere(field: str) -> str:
     """A common setting has one environment name for every service: EMOSTREAM_<FIELD>."""
-    return AliasChoices(field, f"EMOSTREAM_{field.upper()}")
+    return f"EMOSTREAM_{field.upper()}"
 
 
 class CommonSettings(BaseSettings):
     """What every service reads: where Redis is, how to log, its consumer name, stream bounds."""
 
-    model_config = SettingsConfigDict(extra="forbid", env_prefix="EMOSTREAM_")
+    # populate_by_name: flags pass fields by name; the environment uses the EMOSTREAM_ alias.
+    model_config = SettingsConfigDict(extra="forbid", env_prefix="EMOSTREAM_", populate_by_name=True)
 
     redis_url: str = Field(DEFAULT_REDIS_URL, description="Redis URL", validation_alias=_everywhere("redis_url"))
-    log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="logging level",
-                           validation_alias=_everywhere("log_level"))
+    log_level: str = Field(
+        "INFO",
+        pattern="^(DEBUG|INFO|WARNING|ERROR)$",
+        description="logging level",
+        validation_alias=_everywhere("log_level"),
+    )
     consumer: str = Field(
-        default_factory=socket.gethostname, min_length=1, validation_alias=_everywhere("consumer"),
+        default_factory=socket.gethostname,
+        min_length=1,
+        validation_alias=_everywhere("consumer"),
         description="consumer name in the group; keep it stable across restarts so a restarted replica "
         "finishes what it had claimed",
     )
-    stream_maxlen: int = Field(1000, ge=10, le=1_000_000, validation_alias=_everywhere("stream_maxlen"),
-                               description="approximate length bound of the frame and face streams")
+    stream_maxlen: int = Field(
+        1000,
+        ge=10,
+        le=1_000_000,
+        validation_alias=_everywhere("stream_maxlen"),
+        description="approximate length bound of the frame and face streams",
+    )
 
 
 def env_name(cls: type[BaseSettings], field: str) -> str:
     """The environment variable that sets `field` of `cls`."""
     info = cls.model_fields[field]
     alias = info.validation_alias
-    if isinstance(alias, AliasChoices):
-        return str(alias.choices[-1])
+    if isinstance(alias, str):
+        return alias
     prefix = cls.model_config.get("env_prefix", "")
     return f"{prefix}{field}".upper()
 
@@ -74,7 +86,10 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser(
-    cls: type[BaseSettings], prog: str, description: str | None = None, positional: str | None = None,
+    cls: type[BaseSettings],
+    prog: str,
+    description: str | None = None,
+    positional: str | None = None,
 ) -> argparse.ArgumentParser:
     """One flag per field; every flag is optional and wins over the environment.
 
@@ -82,16 +97,27 @@ def build_parser(
     """
     parser = _OneLineParser(prog=prog, description=description or cls.__doc__)
     if positional:
-        parser.add_argument(POSITIONAL, nargs="*", metavar=positional.upper(), default=[],
-                            help=f"same as repeating --{positional.replace('_', '-')}")
+        parser.add_argument(
+            POSITIONAL,
+            nargs="*",
+            metavar=positional.upper(),
+            default=[],
+            help=f"same as repeating --{positional.replace('_', '-')}",
+        )
     for name, info in cls.model_fields.items():
         help_text = f"{info.description or ''} (env {env_name(cls, name)})"
         if info.annotation is bool:
-            parser.add_argument(_flag(name), dest=name, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=help_text)
+            parser.add_argument(
+                _flag(name), dest=name, action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS, help=help_text
+            )
         elif _is_list(info.annotation):
-            parser.add_argument(_flag(name), dest=name, action="append", default=argparse.SUPPRESS,
-                                help=help_text + "; repeat for several")
+            parser.add_argument(
+                _flag(name),
+                dest=name,
+                action="append",
+                default=argparse.SUPPRESS,
+                help=help_text + "; repeat for several",
+            )
         else:
             parser.add_argument(_flag(name), dest=name, default=argparse.SUPPRESS, help=help_text)
     return parser
@@ -109,6 +135,8 @@ def load(cls: type[S], argv: Sequence[str] | None, prog: str, positional: str | 
     except ValidationError as error:
         first = error.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "?"
+        by_alias = {info.validation_alias: name for name, info in cls.model_fields.items()}
+        field = str(by_alias.get(field, field))  # an environment error names the alias
         where = f"{_flag(field)} / {env_name(cls, field)}" if field in cls.model_fields else field
         print(f"{prog}: invalid setting {where}: {first['msg']} (got {first.get('input')!r})", file=sys.stderr)
         raise SystemExit(2) from None

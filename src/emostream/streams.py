@@ -24,7 +24,16 @@ log = logging.getLogger(__name__)
 
 # One atomic step: mark the input handled, add the output entries, bump counters.
 # Nothing is written when the marker already exists, so a replay is a no-op.
+# Key types are checked first: Redis does not roll a script back, so a failing XADD after the
+# marker was set would leave part of the output and a marker that blocks the retry.
 _PUBLISH_ONCE = """
+for k = 2, #KEYS do
+  local kind = redis.call('TYPE', KEYS[k]).ok
+  local want = (k == #KEYS) and 'hash' or 'stream'
+  if kind ~= want and kind ~= 'none' then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[k] .. ' holds a ' .. kind .. ', not a ' .. want)
+  end
+end
 if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', tonumber(ARGV[1])) then return 0 end
 local i = 2
 local entries = tonumber(ARGV[i]); i = i + 1
@@ -79,8 +88,7 @@ def publish_once(client: redis.Redis, items: Sequence[Once], ttl_seconds: int) -
         args.append(len(item.counters))
         for name, amount in item.counters.items():
             args += [name, amount]
-        script(keys=[item.marker, *(entry.stream for entry in item.entries), item.counters_key], args=args,
-               client=pipe)
+        script(keys=[item.marker, *(entry.stream for entry in item.entries), item.counters_key], args=args, client=pipe)
     return [bool(result) for result in pipe.execute()]
 
 
@@ -97,8 +105,15 @@ class Consumer(Generic[T]):
     """Reads decoded entries for one consumer of a group over one or more streams."""
 
     def __init__(
-        self, client: redis.Redis, group: str, consumer: str, decode: Callable[[dict[bytes, bytes]], T],
-        streams: Callable[[], Iterable[str]], *, claim_idle_ms: int = 30_000, claim_every_s: float = 5.0,
+        self,
+        client: redis.Redis,
+        group: str,
+        consumer: str,
+        decode: Callable[[dict[bytes, bytes]], T],
+        streams: Callable[[], Iterable[str]],
+        *,
+        claim_idle_ms: int = 30_000,
+        claim_every_s: float = 5.0,
     ) -> None:
         self.client = client
         self.group = group
@@ -137,8 +152,9 @@ class Consumer(Generic[T]):
             claimed = self._claim(streams, count)
             if claimed:
                 return claimed
-        raw = self.client.xreadgroup(self.group, self.consumer, dict.fromkeys(streams, ">"), count=count,
-                                     block=block_ms)
+        raw = self.client.xreadgroup(
+            self.group, self.consumer, dict.fromkeys(streams, ">"), count=count, block=block_ms
+        )
         return self._decode_all(raw or [])
 
     def _claim(self, streams: list[str], count: int) -> list[Message[T]]:
@@ -170,7 +186,10 @@ class Consumer(Generic[T]):
         """Set a bad entry aside with the reason, acknowledge it, and go on."""
         log.error("dead-lettering %s %s: %s", stream, entry_id.decode(), reason)
         record: dict[str | bytes, str | bytes] = {
-            "stream": stream, "id": entry_id, "group": self.group, "reason": reason,
+            "stream": stream,
+            "id": entry_id,
+            "group": self.group,
+            "reason": reason,
         }
         # Field names and sizes only: the payload may hold a face, which is not kept.
         record["fields"] = ",".join(f"{key.decode(errors='replace')}:{len(value)}" for key, value in fields.items())

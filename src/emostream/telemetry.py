@@ -21,7 +21,12 @@ class Meter:
     """Counts things and, every `every_s` seconds, logs their rates and refreshes the heartbeat."""
 
     def __init__(
-        self, client: redis.Redis, service: str, consumer: str, log: logging.Logger, every_s: float = 10.0,
+        self,
+        client: redis.Redis,
+        service: str,
+        consumer: str,
+        log: logging.Logger,
+        every_s: float = 10.0,
     ) -> None:
         self.client = client
         self.key = names.heartbeat(service, consumer)

@@ -83,8 +83,12 @@ def _parse(message_type: type, fields: dict[bytes, bytes], what: str):  # type: 
 
 def encode_frame(frame: Frame) -> dict[bytes, bytes]:
     message = pb.Frame(
-        camera=frame.camera, seq=frame.seq, ts_capture_ms=frame.ts_capture_ms,
-        jpeg=frame.jpeg, width=frame.width, height=frame.height,
+        camera=frame.camera,
+        seq=frame.seq,
+        ts_capture_ms=frame.ts_capture_ms,
+        jpeg=frame.jpeg,
+        width=frame.width,
+        height=frame.height,
     )
     return {PAYLOAD_FIELD: message.SerializeToString()}
 
@@ -99,9 +103,15 @@ def decode_frame(fields: dict[bytes, bytes]) -> Frame:
 def encode_face(face: Face) -> dict[bytes, bytes]:
     box = pb.Box(x=face.box.x, y=face.box.y, w=face.box.w, h=face.box.h)
     message = pb.Face(
-        camera=face.camera, frame_seq=face.frame_seq, ts_capture_ms=face.ts_capture_ms,
-        face_index=face.face_index, faces_in_frame=face.faces_in_frame, box=box, score=face.score,
-        crop=np.ascontiguousarray(face.crop, dtype=np.uint8).tobytes(), ts_detect_ms=face.ts_detect_ms,
+        camera=face.camera,
+        frame_seq=face.frame_seq,
+        ts_capture_ms=face.ts_capture_ms,
+        face_index=face.face_index,
+        faces_in_frame=face.faces_in_frame,
+        box=box,
+        score=face.score,
+        crop=np.ascontiguousarray(face.crop, dtype=np.uint8).tobytes(),
+        ts_detect_ms=face.ts_detect_ms,
     )
     return {PAYLOAD_FIELD: message.SerializeToString()}
 
@@ -112,34 +122,50 @@ def decode_face(fields: dict[bytes, bytes]) -> Face:
         raise WireError(f"face crop has {len(m.crop)} bytes, expected {CROP_SIZE * CROP_SIZE} (48x48 grey)")
     crop = np.frombuffer(m.crop, dtype=np.uint8).reshape(CROP_SIZE, CROP_SIZE)
     box = Box(m.box.x, m.box.y, m.box.w, m.box.h)
-    return Face(m.camera, m.frame_seq, m.ts_capture_ms, m.face_index, m.faces_in_frame, box, m.score, crop,
-                m.ts_detect_ms)
+    return Face(
+        m.camera, m.frame_seq, m.ts_capture_ms, m.face_index, m.faces_in_frame, box, m.score, crop, m.ts_detect_ms
+    )
 
 
 def encode_event(event: EmotionEvent) -> dict[str, str]:
     """Flat text fields, readable with plain redis-cli."""
     return {
-        "camera": event.camera, "frame_seq": str(event.frame_seq), "face_index": str(event.face_index),
-        "ts_capture_ms": str(event.ts_capture_ms), "ts_event_ms": str(event.ts_event_ms),
-        "x": str(event.box.x), "y": str(event.box.y), "w": str(event.box.w), "h": str(event.box.h),
-        "label": event.label, "score": f"{event.score:.4f}",
+        "camera": event.camera,
+        "frame_seq": str(event.frame_seq),
+        "face_index": str(event.face_index),
+        "ts_capture_ms": str(event.ts_capture_ms),
+        "ts_event_ms": str(event.ts_event_ms),
+        "x": str(event.box.x),
+        "y": str(event.box.y),
+        "w": str(event.box.w),
+        "h": str(event.box.h),
+        "label": event.label,
+        "score": f"{event.score:.4f}",
         "scores": json.dumps({k: round(v, 4) for k, v in event.scores.items()}),
-        "model": event.model, "model_version": str(event.model_version),
+        "model": event.model,
+        "model_version": str(event.model_version),
         "detector_score": f"{event.detector_score:.4f}",
     }
 
 
 def decode_event(fields: dict[bytes, bytes] | dict[str, str]) -> EmotionEvent:
-    text = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
-            for k, v in fields.items()}
+    text = {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in fields.items()
+    }
     try:
         return EmotionEvent(
-            camera=text["camera"], frame_seq=int(text["frame_seq"]), face_index=int(text["face_index"]),
-            ts_capture_ms=int(text["ts_capture_ms"]), ts_event_ms=int(text["ts_event_ms"]),
+            camera=text["camera"],
+            frame_seq=int(text["frame_seq"]),
+            face_index=int(text["face_index"]),
+            ts_capture_ms=int(text["ts_capture_ms"]),
+            ts_event_ms=int(text["ts_event_ms"]),
             box=Box(int(text["x"]), int(text["y"]), int(text["w"]), int(text["h"])),
-            label=text["label"], score=float(text["score"]),
+            label=text["label"],
+            score=float(text["score"]),
             scores={k: float(v) for k, v in json.loads(text["scores"]).items()},
-            model=text["model"], model_version=int(text["model_version"]),
+            model=text["model"],
+            model_version=int(text["model_version"]),
             detector_score=float(text.get("detector_score", "0")),
         )
     except (KeyError, ValueError, TypeError, AttributeError) as error:

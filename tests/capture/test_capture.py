@@ -90,7 +90,10 @@ def test_backpressure_holds_until_the_detectors_ack(tmp_path: Path, client: redi
 
 
 def test_image_folder_and_glob_skip_unreadable_files(
-    tmp_path: Path, client: redis.Redis, redis_url: str, caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+    client: redis.Redis,
+    redis_url: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     paths = write_images(tmp_path / "pics", 4, ".jpg")
     paths[1].write_bytes(b"broken jpeg")
@@ -113,8 +116,9 @@ def test_image_folder_is_paced_at_images_fps(tmp_path: Path, client: redis.Redis
     assert client.xlen(names.frames("slow")) == 5
 
 
-def test_frame_that_fails_to_encode_is_skipped(client: redis.Redis, redis_url: str,
-                                               caplog: pytest.LogCaptureFixture) -> None:
+def test_frame_that_fails_to_encode_is_skipped(
+    client: redis.Redis, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     with caplog.at_level(logging.ERROR):
         ok = publish(client, "bad", 0, np.zeros((0, 0, 3), np.uint8), settings(redis_url))
     assert not ok
@@ -124,8 +128,9 @@ def test_frame_that_fails_to_encode_is_skipped(client: redis.Redis, redis_url: s
 
 def test_streams_stay_near_maxlen(tmp_path: Path, client: redis.Redis, redis_url: str) -> None:
     source = parse_source(str(write_video(tmp_path / "long.avi", 400, 100, 16, 16)))
-    run_source(client, source, settings(redis_url, realtime=False, max_backlog=10_000, stream_maxlen=50),
-               threading.Event())
+    run_source(
+        client, source, settings(redis_url, realtime=False, max_backlog=10_000, stream_maxlen=50), threading.Event()
+    )
     assert progress(client, "long")["frames_published"] == "400"
     assert 50 <= client.xlen(names.frames("long")) <= 50 + 100  # approximate trimming works per radix node
 
@@ -164,7 +169,9 @@ def test_backlog_counts_unread_entries_when_redis_cannot_tell_the_lag(client: re
 
 
 def test_a_failing_source_exits_1_without_stopping_the_others(
-    tmp_path: Path, client: redis.Redis, redis_url: str,
+    tmp_path: Path,
+    client: redis.Redis,
+    redis_url: str,
 ) -> None:
     gone = write_video(tmp_path / "gone.avi", 3, FPS)
     sources = parse_sources([str(gone), f"ok={write_video(tmp_path / 'ok.avi', 3, FPS)}"])

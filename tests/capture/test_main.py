@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import redis
-from emostream.settings import load
 from emostream_capture.main import PROG, main
 from emostream_capture.settings import CaptureSettings
 
 from emostream import names
+from emostream.settings import load
 from tests.capture.conftest import progress, read_frames, write_images, write_video
 
 pytestmark = pytest.mark.timeout(30)
@@ -56,14 +56,19 @@ def test_redis_unavailable_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture
 
 
 def test_positional_sources_join_the_sources_flag() -> None:
-    settings = load(CaptureSettings, ["a.avi", "--consumer", "x", "0", "--sources", "b.avi"], PROG, positional="sources")
+    settings = load(
+        CaptureSettings, ["a.avi", "--consumer", "x", "0", "--sources", "b.avi"], PROG, positional="sources"
+    )
     assert settings.sources == ["b.avi", "a.avi", "0"] and settings.consumer == "x"
     settings = load(CaptureSettings, ["--consumer", "cam", "cam"], PROG, positional="sources")
     assert settings.sources == ["cam"] and settings.consumer == "cam"
 
 
 def test_main_publishes_sources_from_env_and_flags(
-    tmp_path: Path, client: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    client: redis.Redis,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     write_images(tmp_path / "folder", 3)
     video = write_video(tmp_path / "film.avi", 4, 10)
@@ -81,8 +86,9 @@ def test_sigterm_stops_a_looping_capture_cleanly(tmp_path: Path, client: redis.R
     video = write_video(tmp_path / "term.avi", 5, 50)
     code = "import sys; from emostream_capture.main import main; sys.exit(main(sys.argv[1:]))"
     env = {**os.environ, "EMOSTREAM_REDIS_URL": redis_url}
-    process = subprocess.Popen([sys.executable, "-c", code, "--loop", str(video)], env=env,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, "--loop", str(video)], env=env, stderr=subprocess.PIPE, text=True
+    )
     try:
         deadline = time.monotonic() + 20
         while client.xlen(names.frames("term")) < 6:  # past the first pass, so it really loops

@@ -62,7 +62,9 @@ def mjpeg_server() -> Iterator[MjpegServer]:
 
 
 def test_mjpeg_stream_survives_the_server_hanging_up(
-    mjpeg_server: MjpegServer, client: redis.Redis, redis_url: str,
+    mjpeg_server: MjpegServer,
+    client: redis.Redis,
+    redis_url: str,
 ) -> None:
     url = f"http://127.0.0.1:{mjpeg_server.server_address[1]}/video.mjpg"
     source = parse_source(url)

@@ -55,12 +55,15 @@ def test_folder_and_glob_sources_list_images_sorted(tmp_path: Path) -> None:
     assert parse_source(f"{tmp_path}/shots/*").camera == "shots"
 
 
-@pytest.mark.parametrize(("spec", "message"), [
-    ("missing.avi", "no such file or folder"),
-    ("nowhere/*.jpg", "glob matches no images"),
-    ("bad id=0", "camera id 'bad id'"),
-    ("cam=", "nothing after"),
-])
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("missing.avi", "no such file or folder"),
+        ("nowhere/*.jpg", "glob matches no images"),
+        ("bad id=0", "camera id 'bad id'"),
+        ("cam=", "nothing after"),
+    ],
+)
 def test_unusable_specs_are_errors_naming_the_spec(spec: str, message: str) -> None:
     with pytest.raises(SourceError, match=message) as caught:
         parse_source(spec)

@@ -14,8 +14,17 @@ def make_faces(count: int, camera: str = "cam", seed: int = 11) -> list[Face]:
     """`count` faces, one per frame, labelled LABELS[frame_seq % 3] by the tiny model."""
     per_label = [synthetic_faces(label, count, seed) for label in range(len(LABELS))]
     return [
-        Face(camera, seq, 1_000 + seq, 0, 1, Box(seq % 500, 10, 48, 48), 0.9,
-             per_label[seq % len(LABELS)][seq, :, :, 0], 1_000 + seq)
+        Face(
+            camera,
+            seq,
+            1_000 + seq,
+            0,
+            1,
+            Box(seq % 500, 10, 48, 48),
+            0.9,
+            per_label[seq % len(LABELS)][seq, :, :, 0],
+            1_000 + seq,
+        )
         for seq in range(count)
     ]
 

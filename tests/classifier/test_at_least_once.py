@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -22,19 +23,42 @@ from tests.conftest import MODEL_NAME, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 FACES = 300
-PREDICT_DELAY_S = 0.03  # a slow model: the killed classifier is almost surely inside a batch
+PREDICT_DELAY_S = 0.03  # a slow model, so that the classifier can be caught inside a batch
+
+
+class SlowModel:
+    """Slows the in-process model server's Predict and tells whether one is in flight right now."""
+
+    def __init__(self, server: RunningServer) -> None:
+        self.server = server
+        self.in_flight = 0
+        self.started = 0.0
+        self.lock = threading.Lock()
+
+    def busy(self) -> bool:
+        """A Predict is in flight with most of its delay still ahead, so its batch is surely unacknowledged."""
+        with self.lock:
+            return self.in_flight > 0 and time.monotonic() - self.started < PREDICT_DELAY_S / 2
 
 
 @pytest.fixture
-def slow_model_server(monkeypatch: pytest.MonkeyPatch, model_server: RunningServer) -> RunningServer:
+def slow_model_server(monkeypatch: pytest.MonkeyPatch, model_server: RunningServer) -> SlowModel:
+    slow_model = SlowModel(model_server)
     original = modelserver.PredictionServicer._predict
 
     def slow(self: modelserver.PredictionServicer, request):  # type: ignore[no-untyped-def]
-        time.sleep(PREDICT_DELAY_S)
-        return original(self, request)
+        with slow_model.lock:
+            slow_model.in_flight += 1
+            slow_model.started = time.monotonic()
+        try:
+            time.sleep(PREDICT_DELAY_S)
+            return original(self, request)
+        finally:
+            with slow_model.lock:
+                slow_model.in_flight -= 1
 
     monkeypatch.setattr(modelserver.PredictionServicer, "_predict", slow)
-    return model_server
+    return slow_model
 
 
 class Classify:
@@ -43,8 +67,9 @@ class Classify:
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.log = log
         with log.open("ab") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "emostream.cli", "classify"], env=env,
-                                            stdout=out, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "emostream.cli", "classify"], env=env, stdout=out, stderr=subprocess.STDOUT
+            )
 
     def alive(self) -> bool:
         if self.process.poll() is not None:
@@ -66,14 +91,23 @@ def children() -> Iterator[list[Classify]]:
 
 
 def test_sigkill_mid_stream_then_restart_gives_exactly_one_event_per_face(
-    redis_url: str, redis_client: redis.Redis, slow_model_server: RunningServer, tiny_model_base: Path,
-    tmp_path: Path, children: list[Classify],
+    redis_url: str,
+    redis_client: redis.Redis,
+    slow_model_server: SlowModel,
+    tiny_model_base: Path,
+    tmp_path: Path,
+    children: list[Classify],
 ) -> None:
     env = {
-        **os.environ, "EMOSTREAM_REDIS_URL": redis_url, "EMOSTREAM_CONSUMER": "c1", "EMOSTREAM_LOG_LEVEL": "INFO",
-        "CLASSIFIER_SERVING_TARGET": f"127.0.0.1:{slow_model_server.port}",
+        **os.environ,
+        "EMOSTREAM_REDIS_URL": redis_url,
+        "EMOSTREAM_CONSUMER": "c1",
+        "EMOSTREAM_LOG_LEVEL": "INFO",
+        "CLASSIFIER_SERVING_TARGET": f"127.0.0.1:{slow_model_server.server.port}",
         "CLASSIFIER_MODEL_BASE": str(tiny_model_base),
-        "CLASSIFIER_MODEL_NAME": MODEL_NAME, "CLASSIFIER_BATCH_SIZE": "8", "CLASSIFIER_BLOCK_MS": "100",
+        "CLASSIFIER_MODEL_NAME": MODEL_NAME,
+        "CLASSIFIER_BATCH_SIZE": "8",
+        "CLASSIFIER_BLOCK_MS": "100",
         "TF_CPP_MIN_LOG_LEVEL": "3",
     }
     faces = make_faces(FACES)
@@ -82,7 +116,13 @@ def test_sigkill_mid_stream_then_restart_gives_exactly_one_event_per_face(
 
     first = Classify(env, log)
     children.append(first)
-    wait_for(lambda: first.alive() and redis_client.xlen(names.EVENTS) >= 40, 90, "the first events", interval=0.005)
+    # Kill it while a Predict is in flight: it then holds a read, unacknowledged batch.
+    wait_for(
+        lambda: first.alive() and redis_client.xlen(names.EVENTS) >= 40 and slow_model_server.busy(),
+        90,
+        "the first events and a batch in flight",
+        interval=0.002,
+    )
     first.process.send_signal(signal.SIGKILL)
     first.process.wait(10)
     done_before_kill = redis_client.xlen(names.EVENTS)
@@ -92,8 +132,9 @@ def test_sigkill_mid_stream_then_restart_gives_exactly_one_event_per_face(
 
     second = Classify(env, log)
     children.append(second)
-    wait_for(lambda: second.alive() and classifier_caught_up(redis_client), 120, "every face acknowledged",
-             interval=0.1)
+    wait_for(
+        lambda: second.alive() and classifier_caught_up(redis_client), 120, "every face acknowledged", interval=0.1
+    )
     second.process.send_signal(signal.SIGTERM)
     assert second.process.wait(20) == 0  # a clean stop on SIGTERM
 

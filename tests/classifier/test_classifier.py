@@ -35,20 +35,21 @@ pytestmark = pytest.mark.timeout(120)
 
 
 class SlowReader:
-    """Yields one item per `every_s`, waiting at most block_ms like a Redis read; records each request."""
+    """Yields one item per `every_s`, waiting at most block_ms like a Redis read; records (count, block_ms, got)."""
 
     def __init__(self, every_s: float, total: int = 1000) -> None:
         self.every_s = every_s
         self.left = total
-        self.requests: list[tuple[int, int]] = []
+        self.requests: list[tuple[int, int, int]] = []
 
     def __call__(self, count: int, block_ms: int) -> list[int]:
-        self.requests.append((count, block_ms))
         if self.left == 0 or block_ms / 1000 < self.every_s:
             time.sleep(min(block_ms / 1000, self.every_s))
+            self.requests.append((count, block_ms, 0))
             return []
         time.sleep(self.every_s)
         self.left -= 1
+        self.requests.append((count, block_ms, 1))
         return [self.left]
 
 
@@ -69,7 +70,7 @@ def test_collect_returns_nothing_at_once_when_the_first_read_is_empty() -> None:
     reader = SlowReader(every_s=1.0, total=0)
     started = time.monotonic()
     assert collect(reader, batch_size=8, max_wait_ms=1000, block_ms=30) == []
-    assert reader.requests == [(8, 30)]
+    assert reader.requests == [(8, 30, 0)]
     assert time.monotonic() - started < 0.5
 
 
@@ -79,14 +80,15 @@ def test_collect_stops_filling_after_max_wait_ms() -> None:
     batch = collect(reader, batch_size=100, max_wait_ms=150, block_ms=1000)
     elapsed = time.monotonic() - started
     assert 2 <= len(batch) < 100
-    assert elapsed < 0.03 + 0.15 + 0.1, elapsed  # the first item, the budget, a little slack
+    assert elapsed < 0.03 + 0.15 + 0.3, elapsed  # the first item, the budget, slack for a busy machine
     first, *rest = reader.requests
-    assert first == (100, 1000)  # only the first read may block for block_ms
-    assert all(block_ms <= 150 for _, block_ms in rest)
-    taken = 1
-    for count, _ in rest:  # never asks for more than fits in the batch
+    assert first[:2] == (100, 1000)  # only the first read may block for block_ms
+    assert all(block_ms <= 150 for _, block_ms, _ in rest)
+    taken = first[2]
+    for count, _, got in rest:  # never asks for more than still fits in the batch
         assert count == 100 - taken
-        taken += 1 if count else 0
+        taken += got
+    assert taken == len(batch)
 
 
 def test_collect_with_zero_wait_is_a_single_read() -> None:
@@ -113,8 +115,15 @@ class CountingServing(ServingClient):
 
 def settings(redis_url: str, port: int, model_base: Path, **overrides: object) -> ClassifierSettings:
     values: dict[str, object] = {
-        "redis_url": redis_url, "consumer": "c1", "serving_target": f"127.0.0.1:{port}", "model_base": model_base,
-        "model_name": MODEL_NAME, "batch_size": 16, "max_wait_ms": 50, "block_ms": 20, "request_timeout_s": 5.0,
+        "redis_url": redis_url,
+        "consumer": "c1",
+        "serving_target": f"127.0.0.1:{port}",
+        "model_base": model_base,
+        "model_name": MODEL_NAME,
+        "batch_size": 16,
+        "max_wait_ms": 50,
+        "block_ms": 20,
+        "request_timeout_s": 5.0,
     }
     return ClassifierSettings(**{**values, **overrides})  # type: ignore[arg-type]
 
@@ -135,13 +144,21 @@ def run_until(classifier: Classifier, condition: object, what: str, timeout: flo
 
 
 def test_classifier_publishes_one_event_per_face_in_batches(
-    redis_url: str, redis_client: redis.Redis, model_server: RunningServer, tiny_model_base: Path,
+    redis_url: str,
+    redis_client: redis.Redis,
+    model_server: RunningServer,
+    tiny_model_base: Path,
     serving: CountingServing,
 ) -> None:
     faces = make_faces(40)
     put_faces(redis_client, faces)
-    classifier = Classifier(settings(redis_url, model_server.port, tiny_model_base), redis_client, serving,
-                            logging.getLogger("test.classifier"), threading.Event())
+    classifier = Classifier(
+        settings(redis_url, model_server.port, tiny_model_base),
+        redis_client,
+        serving,
+        logging.getLogger("test.classifier"),
+        threading.Event(),
+    )
     run_until(classifier, lambda: redis_client.xlen(names.EVENTS) >= 40, "40 events")
     assert classifier_caught_up(redis_client)
 
@@ -169,22 +186,33 @@ def test_classifier_publishes_one_event_per_face_in_batches(
 
     # Replayed faces (same identity and capture time) are acknowledged without a second event.
     put_faces(redis_client, faces[:10])
-    run_until(classifier, lambda: classifier_caught_up(redis_client) and redis_client.xlen(names.FACES) == 50,
-              "the replay handled")
+    run_until(
+        classifier,
+        lambda: classifier_caught_up(redis_client) and redis_client.xlen(names.FACES) == 50,
+        "the replay handled",
+    )
     assert redis_client.xlen(names.EVENTS) == 40
     assert sum(serving.batches) == 50  # classified again, published once
 
 
 def test_malformed_face_is_dead_lettered_and_the_rest_classified(
-    redis_url: str, redis_client: redis.Redis, model_server: RunningServer, tiny_model_base: Path,
+    redis_url: str,
+    redis_client: redis.Redis,
+    model_server: RunningServer,
+    tiny_model_base: Path,
     serving: CountingServing,
 ) -> None:
     faces = make_faces(3)
     put_faces(redis_client, faces[:1])
     redis_client.xadd(names.FACES, {wire.PAYLOAD_FIELD: b"\x00garbage"})
     put_faces(redis_client, faces[1:])
-    classifier = Classifier(settings(redis_url, model_server.port, tiny_model_base), redis_client, serving,
-                            logging.getLogger("test.classifier"), threading.Event())
+    classifier = Classifier(
+        settings(redis_url, model_server.port, tiny_model_base),
+        redis_client,
+        serving,
+        logging.getLogger("test.classifier"),
+        threading.Event(),
+    )
     run_until(classifier, lambda: redis_client.xlen(names.EVENTS) >= 3, "3 events")
     assert classifier_caught_up(redis_client)
     assert [e.label for e in read_events(redis_client)] == [expected_label(f) for f in faces]
@@ -193,7 +221,9 @@ def test_malformed_face_is_dead_lettered_and_the_rest_classified(
 
 
 def test_batch_is_held_while_the_model_server_is_down(
-    redis_url: str, redis_client: redis.Redis, tiny_model_base: Path,
+    redis_url: str,
+    redis_client: redis.Redis,
+    tiny_model_base: Path,
 ) -> None:
     server = start_server(tiny_model_base, MODEL_NAME, port=0, poll_seconds=0.5)
     port = server.port
@@ -204,8 +234,9 @@ def test_batch_is_held_while_the_model_server_is_down(
     stop = threading.Event()
     failures: list[BaseException] = []
     with ServingClient(f"127.0.0.1:{port}", MODEL_NAME, timeout_seconds=2.0) as client:
-        classifier = Classifier(settings(redis_url, port, tiny_model_base), redis_client, client,
-                                logging.getLogger("test.classifier"), stop)
+        classifier = Classifier(
+            settings(redis_url, port, tiny_model_base), redis_client, client, logging.getLogger("test.classifier"), stop
+        )
 
         def work() -> None:
             try:

@@ -36,7 +36,10 @@ SETTINGS_CLASSES = {
 }
 # Compose services that run an emostream subcommand, and which.
 EXPECTED_SUBCOMMANDS = {
-    "capture": "capture", "capture-webcam": "capture", "detector": "detect", "classifier": "classify",
+    "capture": "capture",
+    "capture-webcam": "capture",
+    "detector": "detect",
+    "classifier": "classify",
     "trainer": "train",
 }
 
@@ -90,14 +93,20 @@ def _run_config(cli: list[str], env_file: Path, *extra: str) -> subprocess.Compl
     env = {k: v for k, v in os.environ.items() if k not in used}
     return subprocess.run(
         [*cli, "--env-file", str(env_file), "-f", str(COMPOSE_FILE), "config", *extra],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
     )
 
 
 def test_compose_config_validates(compose_cli: list[str], tmp_path: Path) -> None:
     env_file = tmp_path / "test.env"
-    env_file.write_text("REDIS_PASSWORD=test-password\nCAPTURE_SOURCES='[\"cam=/media/a.mp4\"]'\n"
-                        "DETECTOR_REPLICAS=3\nCLASSIFIER_REPLICAS=2\n")
+    env_file.write_text(
+        "REDIS_PASSWORD=test-password\nCAPTURE_SOURCES='[\"cam=/media/a.mp4\"]'\n"
+        "DETECTOR_REPLICAS=3\nCLASSIFIER_REPLICAS=2\n"
+    )
     quiet = _run_config(compose_cli, env_file, "-q")
     assert quiet.returncode == 0, quiet.stderr
     resolved = _run_config(compose_cli, env_file)
@@ -210,7 +219,8 @@ def test_classifier_targets_tfserving_grpc(services: dict[str, dict[str, Any]]) 
 
 
 def test_redis_url_points_at_the_redis_service(
-    services: dict[str, dict[str, Any]], example_env: dict[str, str],
+    services: dict[str, dict[str, Any]],
+    example_env: dict[str, str],
 ) -> None:
     url = environment(services["detector"])["EMOSTREAM_REDIS_URL"]
     assert url == f"redis://:{example_env['REDIS_PASSWORD']}@redis:6379/0"

@@ -27,9 +27,9 @@ def syncs(parsed: Dockerfile) -> list[list[str]]:
     for run in parsed.all("RUN"):
         for command in re.split(r"&&|;", run):
             words = shlex.split(command)  # may start with RUN options such as --mount=...
-            starts = [i for i in range(len(words) - 1) if words[i:i + 2] == ["uv", "sync"]]
+            starts = [i for i in range(len(words) - 1) if words[i : i + 2] == ["uv", "sync"]]
             if starts:
-                found.append(words[starts[0] + 2:])
+                found.append(words[starts[0] + 2 :])
     return found
 
 
@@ -127,8 +127,9 @@ def test_opencv_images_have_its_system_libraries(service: str) -> None:
 
 
 def test_dockerignore_keeps_data_out_but_not_the_build_inputs() -> None:
-    patterns = [p.strip() for p in (ROOT / ".dockerignore").read_text().splitlines()
-                if p.strip() and not p.startswith("#")]
+    patterns = [
+        p.strip() for p in (ROOT / ".dockerignore").read_text().splitlines() if p.strip() and not p.startswith("#")
+    ]
     for required in (".git", ".env", ".venv", "data", "runs", "models", "tests", "media"):
         assert required in patterns, required
     needed = {"pyproject.toml", "uv.lock", "README.md", "src", "services"}
@@ -141,4 +142,5 @@ def test_dockerignore_keeps_data_out_but_not_the_build_inputs() -> None:
         for pattern in patterns:
             if not pattern.startswith("!"):
                 assert not fnmatch.fnmatch(path, pattern) and not path.startswith(pattern.rstrip("/") + "/"), (
-                    f".dockerignore {pattern!r} drops {path}, which a Dockerfile copies")
+                    f".dockerignore {pattern!r} drops {path}, which a Dockerfile copies"
+                )

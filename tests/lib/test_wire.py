@@ -16,8 +16,23 @@ from emostream.v1 import messages_pb2 as pb
 from emostream.wire import Box, EmotionEvent, Face, Frame, WireError
 
 ROOT = Path(__file__).resolve().parents[2]
-EVENT_FIELDS = {"camera", "frame_seq", "face_index", "ts_capture_ms", "ts_event_ms", "x", "y", "w", "h", "label",
-                "score", "scores", "model", "model_version", "detector_score"}
+EVENT_FIELDS = {
+    "camera",
+    "frame_seq",
+    "face_index",
+    "ts_capture_ms",
+    "ts_event_ms",
+    "x",
+    "y",
+    "w",
+    "h",
+    "label",
+    "score",
+    "scores",
+    "model",
+    "model_version",
+    "detector_score",
+}
 
 
 def a_face(crop: np.ndarray | None = None) -> Face:
@@ -27,8 +42,20 @@ def a_face(crop: np.ndarray | None = None) -> Face:
 
 
 def an_event() -> EmotionEvent:
-    return EmotionEvent("cam-1", 12, 1, 1_700_000_000_123, 1_700_000_000_456, Box(10, 20, 30, 40), "happy", 0.8125,
-                        {"happy": 0.8125, "neutral": 0.125, "fear": 0.0625}, "emotion", 3, 0.5)
+    return EmotionEvent(
+        "cam-1",
+        12,
+        1,
+        1_700_000_000_123,
+        1_700_000_000_456,
+        Box(10, 20, 30, 40),
+        "happy",
+        0.8125,
+        {"happy": 0.8125, "neutral": 0.125, "fear": 0.0625},
+        "emotion",
+        3,
+        0.5,
+    )
 
 
 def test_frame_round_trip() -> None:
@@ -42,7 +69,12 @@ def test_face_round_trip() -> None:
     face = a_face()
     back = wire.decode_face(wire.encode_face(face))
     assert (back.camera, back.frame_seq, back.ts_capture_ms, back.face_index, back.faces_in_frame) == (
-        "cam-1", 12, 1_700_000_000_123, 1, 2)
+        "cam-1",
+        12,
+        1_700_000_000_123,
+        1,
+        2,
+    )
     assert back.box == face.box
     assert back.score == pytest.approx(0.75)
     assert back.ts_detect_ms == face.ts_detect_ms
@@ -136,9 +168,19 @@ def test_wire_error_is_a_value_error() -> None:
 def test_generated_protobuf_code_is_up_to_date(tmp_path: Path) -> None:
     """src/emostream/v1 is what scripts/gen_protos.sh makes from protos/ (never edited by hand)."""
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", "-Iprotos", f"--python_out={tmp_path}", f"--pyi_out={tmp_path}",
-         "protos/emostream/v1/messages.proto"],
-        cwd=ROOT, check=True, capture_output=True, timeout=60,
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            "-Iprotos",
+            f"--python_out={tmp_path}",
+            f"--pyi_out={tmp_path}",
+            "protos/emostream/v1/messages.proto",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=60,
     )
     for name in ("messages_pb2.py", "messages_pb2.pyi"):
         fresh = (tmp_path / "emostream" / "v1" / name).read_text()

@@ -101,7 +101,9 @@ class PredictLoop:
         return self.versions[-1] if self.versions else None
 
 
-def test_predict_returns_probabilities_for_each_crop_and_labels_read_back(client: ServingClient, model_base: Path) -> None:
+def test_predict_returns_probabilities_for_each_crop_and_labels_read_back(
+    client: ServingClient, model_base: Path
+) -> None:
     crops, expected = mixed_crops()
     prediction = client.predict(crops)
     assert prediction.probabilities.dtype == np.float32
@@ -166,16 +168,39 @@ def test_health_is_not_serving_until_a_version_loads(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("request_factory", "code", "message"),
     [
-        (lambda: predict_request(np.zeros((2, 48, 48, 1), np.float32)), grpc.StatusCode.INVALID_ARGUMENT, "dtype float32, expected uint8"),
-        (lambda: predict_request(np.zeros((2, 32, 32, 1), np.uint8)), grpc.StatusCode.INVALID_ARGUMENT, "shape [2, 32, 32, 1], expected [N,48,48,1]"),
-        (lambda: predict_request(np.zeros((48, 48, 1), np.uint8)), grpc.StatusCode.INVALID_ARGUMENT, "shape [48, 48, 1]"),
-        (lambda: predict_request(np.zeros((1, 48, 48, 1), np.uint8), key="pixels"), grpc.StatusCode.INVALID_ARGUMENT, "inputs ['pixels']"),
-        (lambda: predict_request(np.zeros((1, 48, 48, 1), np.uint8), name="faces"), grpc.StatusCode.NOT_FOUND, "model 'faces' not found"),
+        (
+            lambda: predict_request(np.zeros((2, 48, 48, 1), np.float32)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "dtype float32, expected uint8",
+        ),
+        (
+            lambda: predict_request(np.zeros((2, 32, 32, 1), np.uint8)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "shape [2, 32, 32, 1], expected [N,48,48,1]",
+        ),
+        (
+            lambda: predict_request(np.zeros((48, 48, 1), np.uint8)),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "shape [48, 48, 1]",
+        ),
+        (
+            lambda: predict_request(np.zeros((1, 48, 48, 1), np.uint8), key="pixels"),
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "inputs ['pixels']",
+        ),
+        (
+            lambda: predict_request(np.zeros((1, 48, 48, 1), np.uint8), name="faces"),
+            grpc.StatusCode.NOT_FOUND,
+            "model 'faces' not found",
+        ),
     ],
     ids=["wrong-dtype", "wrong-shape", "missing-batch-dim", "wrong-input-key", "unknown-model"],
 )
 def test_bad_predict_requests_get_a_status_naming_the_problem(
-    channel: grpc.Channel, request_factory: Callable[[], predict_pb2.PredictRequest], code: grpc.StatusCode, message: str,
+    channel: grpc.Channel,
+    request_factory: Callable[[], predict_pb2.PredictRequest],
+    code: grpc.StatusCode,
+    message: str,
 ) -> None:
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
     with pytest.raises(grpc.RpcError) as caught:
@@ -239,7 +264,9 @@ def test_removing_the_newest_version_rolls_back(model_base: Path) -> None:
         running.stop(grace=0)
 
 
-def test_half_written_and_staging_folders_are_ignored(server: RunningServer, client: ServingClient, model_base: Path) -> None:
+def test_half_written_and_staging_folders_are_ignored(
+    server: RunningServer, client: ServingClient, model_base: Path
+) -> None:
     (model_base / "3" / "variables").mkdir(parents=True)  # an export still copying: no saved_model.pb yet
     shutil.copytree(model_base / "1", model_base / ".4-staging")  # complete, but hidden until renamed
     time.sleep(10 * POLL_SECONDS)
@@ -250,7 +277,9 @@ def test_half_written_and_staging_folders_are_ignored(server: RunningServer, cli
 
 
 def test_a_version_that_fails_to_load_keeps_the_old_one_serving_and_is_retried(
-    server: RunningServer, client: ServingClient, model_base: Path,
+    server: RunningServer,
+    client: ServingClient,
+    model_base: Path,
 ) -> None:
     broken = model_base / "2"
     broken.mkdir()
@@ -275,7 +304,11 @@ def test_a_version_that_fails_to_load_keeps_the_old_one_serving_and_is_retried(
     ],
 )
 def test_serve_model_rejects_a_bad_setting_in_one_line(
-    argv: list[str], env: dict[str, str], named: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    env: dict[str, str],
+    named: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -291,7 +324,9 @@ def _free_port() -> int:
 
 
 def test_serve_model_serves_then_stops_cleanly_on_sigterm(
-    model_base: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+    model_base: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     port = _free_port()
     monkeypatch.setenv("MODELSERVER_PORT", "1")  # the flag must win over this

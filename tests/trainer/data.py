@@ -21,7 +21,11 @@ def write_image(path: Path, image: np.ndarray) -> Path:
 
 
 def write_folder_dataset(
-    root: Path, labels: Sequence[str], per_class: int | Sequence[int], seed: int = 0, suffix: str = ".png",
+    root: Path,
+    labels: Sequence[str],
+    per_class: int | Sequence[int],
+    seed: int = 0,
+    suffix: str = ".png",
 ) -> Path:
     """root/<label>/<n>.png with synthetic faces of class index i (as the tiny model's classes) per label."""
     counts = [per_class] * len(labels) if isinstance(per_class, int) else list(per_class)
@@ -36,8 +40,9 @@ def pixels_text(image: np.ndarray) -> str:
     return " ".join(str(int(v)) for v in np.asarray(image).reshape(-1))
 
 
-def write_csv(path: Path, rows: Sequence[tuple[object, object, object]],
-              header: Sequence[str] = ("emotion", "pixels", "Usage")) -> Path:
+def write_csv(
+    path: Path, rows: Sequence[tuple[object, object, object]], header: Sequence[str] = ("emotion", "pixels", "Usage")
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)

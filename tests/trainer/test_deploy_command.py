@@ -40,10 +40,20 @@ def test_publish_copies_in_as_next_version_without_leftovers(tmp_path: Path) -> 
     assert (second / "variables" / "variables.index").is_file()
     assert (tmp_path / "b" / "saved_model.pb").is_file()  # the source is copied, not moved
     assert listing(base) == [
-        {"version": 1, "serving": False, "validation_accuracy": 0.5, "labels": ["happy", "neutral", "fear"],
-         "code_revision": "abc123"},
-        {"version": 2, "serving": True, "validation_accuracy": 0.6, "labels": ["happy", "neutral", "fear"],
-         "code_revision": "def456"},
+        {
+            "version": 1,
+            "serving": False,
+            "validation_accuracy": 0.5,
+            "labels": ["happy", "neutral", "fear"],
+            "code_revision": "abc123",
+        },
+        {
+            "version": 2,
+            "serving": True,
+            "validation_accuracy": 0.6,
+            "labels": ["happy", "neutral", "fear"],
+            "code_revision": "def456",
+        },
     ]
 
 
@@ -118,7 +128,10 @@ def test_main_list_publish_rollback(tmp_path: Path, capsys: pytest.CaptureFixtur
     ],
 )
 def test_main_errors_exit_2_with_a_message(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    fragment: str,
 ) -> None:
     base = tmp_path / "emotion"
     publish(fake_version(tmp_path / "good", 0.8), base)

@@ -60,7 +60,10 @@ def check_perfect(result: dict[str, object]) -> None:
 
 
 def test_saved_model_folder_with_outputs(
-    base: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    base: Path,
+    data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "out"
     result = run([str(data), "--saved-model", str(base / "1"), "--out", str(out)], capsys)
@@ -72,7 +75,10 @@ def test_saved_model_folder_with_outputs(
 
 
 def test_newest_version_under_model_base_plots_history(
-    base: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    base: Path,
+    data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "out"
     result = run([str(data), "--model-base", str(base), "--out", str(out)], capsys)
@@ -99,7 +105,11 @@ def server(base: Path) -> Iterator[RunningServer]:
 
 
 def test_serving_target(
-    base: Path, data: Path, server: RunningServer, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    base: Path,
+    data: Path,
+    server: RunningServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     out = tmp_path / "out"
     target = f"127.0.0.1:{server.port}"
@@ -110,7 +120,9 @@ def test_serving_target(
 
 
 def test_labels_come_from_the_model_so_wrong_data_names_the_folder(
-    base: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    base: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     data = write_folder_dataset(tmp_path / "test", ("happy", "neutral"), 2)  # no fear folder
     assert main([str(data), "--saved-model", str(base / "1")]) == 2
@@ -119,7 +131,10 @@ def test_labels_come_from_the_model_so_wrong_data_names_the_folder(
 
 
 def test_version_folder_without_labels_or_versions_exits_2(
-    base: Path, data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    base: Path,
+    data: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     empty = tmp_path / "empty-base"
     empty.mkdir()
@@ -140,7 +155,9 @@ def test_missing_saved_model_folder_exits_2(data: Path, tmp_path: Path, capsys: 
 
 
 def test_absent_version_under_model_base_exits_2(
-    base: Path, data: Path, capsys: pytest.CaptureFixture[str],
+    base: Path,
+    data: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert main([str(data), "--model-base", str(base), "--version", "9"]) == 2
     err = capsys.readouterr().err

@@ -9,14 +9,16 @@ from emostream_trainer.metrics import confusion_matrix, expected_calibration_err
 LABELS = ("happy", "neutral", "fear")
 # true:       0    0    0    1    1    2
 # predicted:  0    0    1    1    2    2
-PROBABILITIES = np.array([
-    [0.9, 0.05, 0.05],
-    [0.6, 0.3, 0.1],
-    [0.2, 0.7, 0.1],
-    [0.1, 0.8, 0.1],
-    [0.3, 0.2, 0.5],
-    [0.1, 0.1, 0.8],
-])
+PROBABILITIES = np.array(
+    [
+        [0.9, 0.05, 0.05],
+        [0.6, 0.3, 0.1],
+        [0.2, 0.7, 0.1],
+        [0.1, 0.8, 0.1],
+        [0.3, 0.2, 0.5],
+        [0.1, 0.1, 0.8],
+    ]
+)
 EXPECTED = np.array([0, 0, 0, 1, 1, 2])
 
 

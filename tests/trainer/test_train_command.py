@@ -79,7 +79,7 @@ def test_saved_model_signature_contract(two_runs: TwoRuns) -> None:
     import tensorflow as tf
 
     serve = serving_default(two_runs.base / "1")
-    (name, spec), = serve.structured_input_signature[1].items()
+    ((name, spec),) = serve.structured_input_signature[1].items()
     assert name == "image" and spec.dtype == tf.uint8 and spec.shape.as_list() == [None, 48, 48, 1]
     assert list(serve.structured_outputs) == ["probabilities"]
     probabilities = serve(image=tf.constant(probe_images()))["probabilities"]
@@ -100,8 +100,9 @@ def test_same_seed_gives_identical_weights_and_probabilities(two_runs: TwoRuns) 
     def weights(run: Path) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}
         with h5py.File(run / "best.weights.h5", "r") as handle:
-            handle.visititems(lambda key, item: found.__setitem__(key, item[()]) if isinstance(item, h5py.Dataset)
-                              else None)
+            handle.visititems(
+                lambda key, item: found.__setitem__(key, item[()]) if isinstance(item, h5py.Dataset) else None
+            )
         return found
 
     w1, w2 = (weights(run) for run in two_runs.runs)
@@ -127,7 +128,9 @@ def test_train_on_all_seven_serves_the_chosen_three(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("problem", ["garbage", "size", "missing_class", "unknown_label"])
 def test_bad_data_exits_2_naming_the_file(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], problem: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    problem: str,
 ) -> None:
     data = write_folder_dataset(tmp_path / "data", LABELS, 3)
     extra: list[str] = ["--train-on", "served"]
@@ -185,4 +188,3 @@ def test_rerun_resumes_an_interrupted_run(tmp_path: Path, monkeypatch: pytest.Mo
     assert train_command.main(args) == 0
     assert epochs_logged(run_dir) == [0, 1]  # continued at epoch 1 rather than starting over at 0
     assert not (run_dir / "backup").exists()
-

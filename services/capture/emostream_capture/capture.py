@@ -117,16 +117,19 @@ def publish(client: redis.Redis, camera: str, seq: int, frame: np.ndarray, setti
         return False
     message = wire.Frame(camera, seq, ts_capture_ms, jpeg, width, height)
     pipe = client.pipeline()
-    pipe.xadd(names.frames(camera), wire.encode_frame(message),
-              maxlen=settings.stream_maxlen, approximate=True)
+    pipe.xadd(names.frames(camera), wire.encode_frame(message), maxlen=settings.stream_maxlen, approximate=True)
     pipe.hincrby(names.progress(camera), "frames_published", 1)
     pipe.execute()
     return True
 
 
 def _one_pass(
-    client: redis.Redis, source: src.Source, settings: CaptureSettings, stop: threading.Event,
-    meter: SharedMeter | None, seq_offset: int,
+    client: redis.Redis,
+    source: src.Source,
+    settings: CaptureSettings,
+    stop: threading.Event,
+    meter: SharedMeter | None,
+    seq_offset: int,
 ) -> tuple[int, int]:
     """Publish one pass over `source`; (frames published, seqs used)."""
     stream = names.frames(source.camera)
@@ -157,7 +160,10 @@ def _one_pass(
 
 
 def run_source(
-    client: redis.Redis, source: src.Source, settings: CaptureSettings, stop: threading.Event,
+    client: redis.Redis,
+    source: src.Source,
+    settings: CaptureSettings,
+    stop: threading.Event,
     meter: SharedMeter | None = None,
 ) -> int:
     """Publish `source` until it ends (finite, without loop) or `stop`; the number of frames published.
@@ -183,7 +189,10 @@ def run_source(
 
 
 def run_capture(
-    client: redis.Redis, sources: Sequence[src.Source], settings: CaptureSettings, stop: threading.Event,
+    client: redis.Redis,
+    sources: Sequence[src.Source],
+    settings: CaptureSettings,
+    stop: threading.Event,
 ) -> int:
     """Run every source in its own thread until all finite ones end or `stop`; 0 if none failed, else 1."""
     meter = SharedMeter(Meter(client, SERVICE, settings.consumer, log, every_s=settings.heartbeat_s))
@@ -201,8 +210,10 @@ def run_capture(
             log.exception("%s: source %s failed", source.camera, source.kind)
             failed.append(source.camera)
 
-    threads = [threading.Thread(target=work, args=(source,), name=f"capture-{source.camera}", daemon=True)
-               for source in sources]
+    threads = [
+        threading.Thread(target=work, args=(source,), name=f"capture-{source.camera}", daemon=True)
+        for source in sources
+    ]
     for thread in threads:
         thread.start()
     while alive := [thread for thread in threads if thread.is_alive()]:

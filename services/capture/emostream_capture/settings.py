@@ -14,21 +14,37 @@ class CaptureSettings(CommonSettings):
     model_config = SettingsConfigDict(extra="forbid", env_prefix="CAPTURE_")
 
     sources: list[str] = Field(
-        default_factory=list, min_length=1, validate_default=True,
+        default_factory=list,
+        min_length=1,
+        validate_default=True,
         description="sources as [camera_id=]spec: webcam index (0, webcam:0), video file, rtsp/http(s) URL, "
         "or folder/glob of images; env as a JSON list",
     )
     jpeg_quality: int = Field(90, ge=1, le=100, description="JPEG quality of published frames")
-    max_width: int = Field(1280, ge=0, le=16384, description="downscale wider frames to this width, keeping "
-                           "the aspect ratio; 0 keeps every frame's size")
-    realtime: bool = Field(True, description="pace files and image folders at their frame rate; off: as fast "
-                           "as the detectors consume")
-    max_backlog: int = Field(32, ge=1, le=1_000_000, description="without realtime, hold a file source while "
-                             "this many of its frames wait for the detectors")
+    max_width: int = Field(
+        1280,
+        ge=0,
+        le=16384,
+        description="downscale wider frames to this width, keeping the aspect ratio; 0 keeps every frame's size",
+    )
+    realtime: bool = Field(
+        True, description="pace files and image folders at their frame rate; off: as fast as the detectors consume"
+    )
+    max_backlog: int = Field(
+        32,
+        ge=1,
+        le=1_000_000,
+        description="without realtime, hold a file source while this many of its frames wait for the detectors",
+    )
     loop: bool = Field(False, description="restart files and image folders when they end")
     images_fps: float = Field(10.0, gt=0, le=1000, description="frame rate of image folder sources")
-    reconnect_max_s: float = Field(30.0, ge=0.5, le=3600, description="longest wait between reconnects of a "
-                                   "live source (backoff starts at 0.5 s and doubles)")
-    network_timeout_s: float = Field(10.0, gt=0, le=600, description="URL sources: give up opening or reading "
-                                     "after this long and reconnect")
+    reconnect_max_s: float = Field(
+        30.0,
+        ge=0.5,
+        le=3600,
+        description="longest wait between reconnects of a live source (backoff starts at 0.5 s and doubles)",
+    )
+    network_timeout_s: float = Field(
+        10.0, gt=0, le=600, description="URL sources: give up opening or reading after this long and reconnect"
+    )
     heartbeat_s: float = Field(10.0, gt=0, le=3600, description="how often to log rates and refresh the heartbeat")

@@ -221,7 +221,10 @@ def read_images(paths: Sequence[Path]) -> Iterator[FramePair]:
 
 
 def read_live(
-    open_capture: Callable[[], Capture], stop: threading.Event, reconnect_max_s: float, name: str,
+    open_capture: Callable[[], Capture],
+    stop: threading.Event,
+    reconnect_max_s: float,
+    name: str,
 ) -> Iterator[FramePair]:
     """Frames of a live source until `stop`; when it drops, reconnect with exponential backoff.
 
@@ -257,8 +260,9 @@ def open_url(url: str, timeout_s: float) -> Capture:
     return cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
 
 
-def frames(source: Source, stop: threading.Event, reconnect_max_s: float = 30.0,
-           network_timeout_s: float = 10.0) -> Iterator[FramePair]:
+def frames(
+    source: Source, stop: threading.Event, reconnect_max_s: float = 30.0, network_timeout_s: float = 10.0
+) -> Iterator[FramePair]:
     """One pass over `source` (endless for live sources) as (seq, frame_bgr)."""
     if isinstance(source, FileSource):
         return read_video(source.path)
@@ -269,4 +273,3 @@ def frames(source: Source, stop: threading.Event, reconnect_max_s: float = 30.0,
         return read_live(lambda: open_url(url, network_timeout_s), stop, reconnect_max_s, f"stream {url}")
     index = source.index
     return read_live(lambda: cv2.VideoCapture(index), stop, reconnect_max_s, f"webcam {index}")
-

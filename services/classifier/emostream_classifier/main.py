@@ -22,35 +22,58 @@ from emostream_classifier.settings import ClassifierSettings
 from emostream_classifier.tf_serving import ServingClient, ServingError, read_labels
 
 
-def to_events(faces: list[Face], probabilities: np.ndarray, labels: tuple[str, ...], model: str,
-              version: int) -> list[EmotionEvent]:
+def to_events(
+    faces: list[Face], probabilities: np.ndarray, labels: tuple[str, ...], model: str, version: int
+) -> list[EmotionEvent]:
     if probabilities.shape != (len(faces), len(labels)):
-        raise ServingError(f"model returned shape {probabilities.shape}, expected {(len(faces), len(labels))} "
-                           f"for labels {labels}")
+        raise ServingError(
+            f"model returned shape {probabilities.shape}, expected {(len(faces), len(labels))} for labels {labels}"
+        )
     now = int(time.time() * 1000)
     events = []
     for face, row in zip(faces, probabilities, strict=True):
         best = int(np.argmax(row))
-        events.append(EmotionEvent(
-            face.camera, face.frame_seq, face.face_index, face.ts_capture_ms, now, face.box, labels[best],
-            float(row[best]), {label: float(p) for label, p in zip(labels, row, strict=True)}, model, version,
-            face.score,
-        ))
+        events.append(
+            EmotionEvent(
+                face.camera,
+                face.frame_seq,
+                face.face_index,
+                face.ts_capture_ms,
+                now,
+                face.box,
+                labels[best],
+                float(row[best]),
+                {label: float(p) for label, p in zip(labels, row, strict=True)},
+                model,
+                version,
+                face.score,
+            )
+        )
     return events
 
 
 class Classifier:
     """Reads a micro-batch, calls Predict once, publishes each face's event once, then acknowledges."""
 
-    def __init__(self, settings: ClassifierSettings, client: redis.Redis, serving: ServingClient,
-                 log: logging.Logger, stop: threading.Event) -> None:
+    def __init__(
+        self,
+        settings: ClassifierSettings,
+        client: redis.Redis,
+        serving: ServingClient,
+        log: logging.Logger,
+        stop: threading.Event,
+    ) -> None:
         self.settings = settings
         self.stop = stop
         self.client = client
         self.serving = serving
         self.log = log
         self.consumer: Consumer[Face] = Consumer(
-            client, names.CLASSIFIER_GROUP, settings.consumer, decode_face, lambda: [names.FACES],
+            client,
+            names.CLASSIFIER_GROUP,
+            settings.consumer,
+            decode_face,
+            lambda: [names.FACES],
             claim_idle_ms=settings.claim_idle_ms,
         )
         self.meter = Meter(client, "classifier", settings.consumer, log)
@@ -59,14 +82,16 @@ class Classifier:
         faces = [message.value for message in batch]
         prediction = self.serving.predict(np.stack([face.crop for face in faces])[..., None])
         labels = read_labels(self.settings.model_base, prediction.model_version)
-        return to_events(faces, prediction.probabilities, labels, self.settings.model_name,
-                         prediction.model_version)
+        return to_events(faces, prediction.probabilities, labels, self.settings.model_name, prediction.model_version)
 
     def publish(self, batch: list[Message[Face]], events: list[EmotionEvent]) -> int:
         items = [
-            Once(names.seen("face", f"{m.value.identity}:{m.value.ts_capture_ms}"),
-                 [Entry(names.EVENTS, encode_event(event), self.settings.events_maxlen)],
-                 names.progress(event.camera), {"events": 1})
+            Once(
+                names.seen("face", f"{m.value.identity}:{m.value.ts_capture_ms}"),
+                [Entry(names.EVENTS, encode_event(event), self.settings.events_maxlen)],
+                names.progress(event.camera),
+                {"events": 1},
+            )
             for m, event in zip(batch, events, strict=True)
         ]
         published = sum(publish_once(self.client, items, self.settings.dedupe_ttl_s))
@@ -96,6 +121,7 @@ class Classifier:
                 if error.code == grpc.StatusCode.INVALID_ARGUMENT:
                     for message in batch:
                         self.consumer.dead_letter(message.stream, message.id, {}, f"model rejected batch: {error}")
+                        self.client.hincrby(names.progress(message.value.camera), "faces_failed", 1)
                     return None
                 self.log.warning("model server not answering (%s); retrying in %.1fs", error, delay)
                 self.stop.wait(delay)
@@ -112,8 +138,9 @@ def main(argv: list[str]) -> int:
         log.error("%s", error)
         return 1
     stop = stop_on_signals()
-    with ServingClient(settings.serving_target, settings.model_name,
-                       timeout_seconds=settings.request_timeout_s) as serving:
+    with ServingClient(
+        settings.serving_target, settings.model_name, timeout_seconds=settings.request_timeout_s
+    ) as serving:
         classifier = Classifier(settings, client, serving, log, stop)
         log.info("classifying faces via %s model %r", settings.serving_target, settings.model_name)
         run_until_stopped(stop, classifier.step, log)

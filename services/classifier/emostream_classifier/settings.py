@@ -15,16 +15,17 @@ class ClassifierSettings(CommonSettings):
 
     model_config = SettingsConfigDict(extra="forbid", env_prefix="CLASSIFIER_")
 
-    serving_target: str = Field("127.0.0.1:8500", pattern=r"^[^:\s]+:\d{1,5}$",
-                                description="TF Serving gRPC address, host:port")
+    serving_target: str = Field(
+        "127.0.0.1:8500", pattern=r"^[^:\s]+:\d{1,5}$", description="TF Serving gRPC address, host:port"
+    )
     model_name: str = Field("emotion", min_length=1, description="model name in TF Serving")
-    model_base: Path = Field(Path("models/emotion"), description="model base path (read-only), for "
-                             "<version>/assets/labels.txt")
+    model_base: Path = Field(
+        Path("models/emotion"), description="model base path (read-only), for <version>/assets/labels.txt"
+    )
     batch_size: int = Field(32, ge=1, le=1024, description="most faces per Predict call")
     max_wait_ms: int = Field(20, ge=0, le=10_000, description="longest wait to fill a batch once it has a face")
     block_ms: int = Field(500, ge=1, le=60_000, description="longest wait for the first face of a batch")
     request_timeout_s: float = Field(10.0, gt=0, le=300, description="deadline of one Predict call")
     claim_idle_ms: int = Field(30_000, ge=1000, description="faces idle this long at a dead replica are taken over")
     dedupe_ttl_s: int = Field(3600, ge=60, description="how long a classified face is remembered against replays")
-    events_maxlen: int = Field(10_000, ge=10, le=10_000_000, description="approximate length bound of the "
-                               "event stream")
+    events_maxlen: int = Field(10_000, ge=10, le=10_000_000, description="approximate length bound of the event stream")

@@ -79,7 +79,8 @@ def tensor_array(proto: tensor_pb2.TensorProto) -> np.ndarray:
     if proto.tensor_content:
         return np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
     values = {
-        types_pb2.DT_FLOAT: proto.float_val, types_pb2.DT_DOUBLE: proto.double_val,
+        types_pb2.DT_FLOAT: proto.float_val,
+        types_pb2.DT_DOUBLE: proto.double_val,
         types_pb2.DT_INT64: proto.int64_val,
     }.get(proto.dtype, proto.int_val)
     return np.asarray(values, dtype=dtype.newbyteorder("=")).reshape(shape)
@@ -137,7 +138,9 @@ class ServingClient:
         except ValueError as error:
             raise ServingError(f"Predict response '{OUTPUT_KEY}' is malformed: {error}") from error
         if probabilities.ndim != 2 or probabilities.shape[0] != batch:
-            raise ServingError(f"Predict returned '{OUTPUT_KEY}' of shape {list(probabilities.shape)} for {batch} crops")
+            raise ServingError(
+                f"Predict returned '{OUTPUT_KEY}' of shape {list(probabilities.shape)} for {batch} crops"
+            )
         return Prediction(probabilities, int(response.model_spec.version.value))
 
     def model_version(self) -> int:
@@ -168,7 +171,9 @@ class ServingClient:
             except ServingError as error:
                 last = str(error)
             if time.monotonic() >= deadline:
-                raise ServingNotReady(f"model '{self.model_name}' on {self.target} not ready after {timeout:.1f}s: {last}")
+                raise ServingNotReady(
+                    f"model '{self.model_name}' on {self.target} not ready after {timeout:.1f}s: {last}"
+                )
             time.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
 
     def close(self) -> None:

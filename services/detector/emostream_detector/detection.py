@@ -59,9 +59,9 @@ def clip_box(box: Box, width: int, height: int) -> Box:
 
 def square_crop(grey: np.ndarray, box: Box, margin: float) -> np.ndarray:
     """A square around the box centre, padded by edge pixels where it leaves the frame, resized to 48x48."""
-    side = int(round(max(box.w, box.h) * (1.0 + margin)))
+    side = round(max(box.w, box.h) * (1.0 + margin))
     cx, cy = box.x + box.w / 2.0, box.y + box.h / 2.0
-    x0, y0 = int(round(cx - side / 2.0)), int(round(cy - side / 2.0))
+    x0, y0 = round(cx - side / 2.0), round(cy - side / 2.0)
     height, width = grey.shape
     pad = max(0, -x0, -y0, x0 + side - width, y0 + side - height)
     if pad:

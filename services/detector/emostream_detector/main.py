@@ -42,7 +42,11 @@ class Detector:
         self.finder = finder
         self.log = log
         self.consumer: Consumer[Frame] = Consumer(
-            client, names.DETECTOR_GROUP, settings.consumer, decode_frame, lambda: frame_streams(client),
+            client,
+            names.DETECTOR_GROUP,
+            settings.consumer,
+            decode_frame,
+            lambda: frame_streams(client),
             claim_idle_ms=settings.claim_idle_ms,
         )
         self.meter = Meter(client, "detector", settings.consumer, log)
@@ -61,11 +65,13 @@ class Detector:
             faces = self.faces(frame)
         except (WireError, cv2.error) as error:
             self.consumer.dead_letter(message.stream, message.id, {b"camera": frame.camera.encode()}, str(error))
+            self.client.hincrby(names.progress(frame.camera), "frames_failed", 1)  # so `up --once` still ends
             return
         once = Once(
             names.seen("frame", f"{frame.camera}:{frame.seq}:{frame.ts_capture_ms}"),
             [Entry(names.FACES, encode_face(face), self.settings.stream_maxlen) for face in faces],
-            names.progress(frame.camera), {"frames_detected": 1, "faces_detected": len(faces)},
+            names.progress(frame.camera),
+            {"frames_detected": 1, "faces_detected": len(faces)},
         )
         publish_once(self.client, [once], self.settings.dedupe_ttl_s)
         self.consumer.ack([message])

@@ -57,8 +57,11 @@ def _from_official(timeout_s: float) -> bytes:
 
 def _from_wheel(timeout_s: float) -> bytes:
     index = json.loads(_get(PYPI_SIMPLE, timeout_s, accept="application/vnd.pypi.simple.v1+json"))
-    wheels = [f for f in index["files"] if f["filename"].startswith(f"mediapipe-{WHEEL_VERSION}-")
-              and f["filename"].endswith(".whl")]
+    wheels = [
+        f
+        for f in index["files"]
+        if f["filename"].startswith(f"mediapipe-{WHEEL_VERSION}-") and f["filename"].endswith(".whl")
+    ]
     if not wheels:
         raise ModelFetchError(f"PyPI lists no mediapipe {WHEEL_VERSION} wheel")
     wheel = min(wheels, key=lambda f: int(f.get("size") or 1 << 40))  # any platform holds the same model

@@ -16,8 +16,10 @@ class DetectorSettings(CommonSettings):
 
     model_config = SettingsConfigDict(extra="forbid", env_prefix="DETECTOR_")
 
-    model_path: Path = Field(default_factory=default_path, description="face_detection_short_range.tflite; "
-                             "fetched and checked on first use when missing")
+    model_path: Path = Field(
+        default_factory=default_path,
+        description="face_detection_short_range.tflite; fetched and checked on first use when missing",
+    )
     min_score: float = Field(0.5, ge=0.0, le=1.0, description="lowest detector score kept")
     margin: float = Field(0.25, ge=0.0, le=1.0, description="square crop side = (1 + margin) * longer box side")
     frames_per_read: int = Field(4, ge=1, le=256, description="frames read from Redis at once")

@@ -26,8 +26,12 @@ class ModelServerSettings(BaseSettings):
     host: str = Field("127.0.0.1", min_length=1, description="address to bind")
     port: int = Field(8500, ge=0, le=65535, description="gRPC port, 0 for any free one")
     poll_seconds: float = Field(1.0, gt=0, le=3600, description="how often to look for new versions")
-    log_level: str = Field("INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="logging level",
-                           validation_alias="EMOSTREAM_LOG_LEVEL")
+    log_level: str = Field(
+        "INFO",
+        pattern="^(DEBUG|INFO|WARNING|ERROR)$",
+        description="logging level",
+        validation_alias="EMOSTREAM_LOG_LEVEL",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,8 +49,9 @@ def main(argv: list[str] | None = None) -> int:
 
     stop = stop_on_signals()
     try:
-        server = start_server(settings.model_base, settings.model_name, settings.port, settings.host,
-                              settings.poll_seconds)
+        server = start_server(
+            settings.model_base, settings.model_name, settings.port, settings.host, settings.poll_seconds
+        )
     except OSError as error:
         print(f"emostream serve-model: {error}", file=sys.stderr)
         return 1

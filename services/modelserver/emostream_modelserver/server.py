@@ -49,7 +49,9 @@ def _abort(context: grpc.ServicerContext, error: RequestError) -> NoReturn:
 def resolve_version(versions: VersionManager, model_name: str, spec: model_pb2.ModelSpec) -> LoadedVersion:
     """The served version if `spec` names this model and (if set) that version."""
     if spec.name != model_name:
-        raise RequestError(grpc.StatusCode.NOT_FOUND, f"model '{spec.name}' not found; this server serves '{model_name}'")
+        raise RequestError(
+            grpc.StatusCode.NOT_FOUND, f"model '{spec.name}' not found; this server serves '{model_name}'"
+        )
     if spec.version_label:
         raise RequestError(grpc.StatusCode.NOT_FOUND, f"version label '{spec.version_label}' is not supported")
     loaded = versions.current
@@ -101,7 +103,9 @@ def _check_tensor(key: str, proto: tensor_pb2.TensorProto, info: meta_graph_pb2.
         array: np.ndarray = tf.make_ndarray(proto)
         return array
     except (ValueError, TypeError) as error:
-        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}' content does not match its shape: {error}")
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}' content does not match its shape: {error}"
+        ) from error
 
 
 def predict_inputs(request: predict_pb2.PredictRequest, sig: meta_graph_pb2.SignatureDef) -> dict[str, np.ndarray]:
@@ -122,7 +126,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         self.versions = versions
         self.model_name = model_name
 
-    def Predict(self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext) -> predict_pb2.PredictResponse:
+    def Predict(
+        self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
+    ) -> predict_pb2.PredictResponse:
         try:
             return self._predict(request)
         except RequestError as error:
@@ -139,7 +145,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         try:
             outputs = loaded.predict(inputs["image"])
         except tf.errors.OpError as error:
-            raise RequestError(grpc.StatusCode.INTERNAL, f"model version {loaded.version} failed: {error.message}")
+            raise RequestError(
+                grpc.StatusCode.INTERNAL, f"model version {loaded.version} failed: {error.message}"
+            ) from error
         wanted = set(request.output_filter) or set(outputs)
         response = predict_pb2.PredictResponse()
         _fill_spec(response.model_spec, self.model_name, loaded.version, "serving_default")
@@ -148,7 +156,9 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         return response
 
     def GetModelMetadata(
-        self, request: get_model_metadata_pb2.GetModelMetadataRequest, context: grpc.ServicerContext,
+        self,
+        request: get_model_metadata_pb2.GetModelMetadataRequest,
+        context: grpc.ServicerContext,
     ) -> get_model_metadata_pb2.GetModelMetadataResponse:
         try:
             return self._metadata(request)
@@ -180,7 +190,9 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self.model_name = model_name
 
     def GetModelStatus(
-        self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.ServicerContext,
+        self,
+        request: get_model_status_pb2.GetModelStatusRequest,
+        context: grpc.ServicerContext,
     ) -> get_model_status_pb2.GetModelStatusResponse:
         try:
             return self._status(request.model_spec)
@@ -189,7 +201,9 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
 
     def _status(self, spec: model_pb2.ModelSpec) -> get_model_status_pb2.GetModelStatusResponse:
         if spec.name != self.model_name:
-            raise RequestError(grpc.StatusCode.NOT_FOUND, f"model '{spec.name}' not found; this server serves '{self.model_name}'")
+            raise RequestError(
+                grpc.StatusCode.NOT_FOUND, f"model '{spec.name}' not found; this server serves '{self.model_name}'"
+            )
         states = self._states()
         if spec.HasField("version"):
             states = {v: s for v, s in states.items() if v == spec.version.value}
@@ -224,7 +238,9 @@ def _fill_spec(spec: model_pb2.ModelSpec, name: str, version: int, signature_nam
 class RunningServer:
     """A started model server: its bound port, readiness wait and shutdown."""
 
-    def __init__(self, server: grpc.Server, versions: VersionManager, health_servicer: health.HealthServicer, port: int) -> None:
+    def __init__(
+        self, server: grpc.Server, versions: VersionManager, health_servicer: health.HealthServicer, port: int
+    ) -> None:
         self._server = server
         self._health = health_servicer
         self.versions = versions
@@ -265,9 +281,14 @@ def start_server(
     versions = VersionManager(
         model_base, poll_seconds, on_change=lambda loaded: _set_health(health_servicer, loaded is not None)
     )
-    options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES), ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers, thread_name_prefix="modelserver"), options=options)
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(versions, model_name), server)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
+        PredictionServicer(versions, model_name), server
+    )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(versions, model_name), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     try:

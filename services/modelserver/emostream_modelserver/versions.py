@@ -56,8 +56,7 @@ def candidate_versions(base: Path) -> list[int]:
     if not base.is_dir():
         return []
     found = [
-        int(p.name) for p in base.iterdir()
-        if p.name.isdigit() and p.is_dir() and (p / SAVED_MODEL_FILE).is_file()
+        int(p.name) for p in base.iterdir() if p.name.isdigit() and p.is_dir() and (p / SAVED_MODEL_FILE).is_file()
     ]
     return sorted(found, reverse=True)
 
@@ -98,8 +97,12 @@ def load_version(base: Path, version: int) -> LoadedVersion:
     _check_contract(signature_defs, path)
     module = tf.saved_model.load(str(path))
     loaded = LoadedVersion(
-        version=version, path=path, signature=module.signatures[SIGNATURE_NAME],
-        signature_defs=signature_defs, labels=read_labels_file(path), module=module,
+        version=version,
+        path=path,
+        signature=module.signatures[SIGNATURE_NAME],
+        signature_defs=signature_defs,
+        labels=read_labels_file(path),
+        module=module,
     )
     # Warm up before the swap so the first real request does not pay for tracing, and a
     # model that cannot run (or disagrees with its labels) never replaces a working one.
@@ -229,8 +232,9 @@ class VersionManager:
         delay = min(MAX_RETRY_SECONDS, self.poll_seconds * 2**attempts)
         self._failures[version] = _Failure(_stamp(self.base / str(version)), attempts, time.monotonic() + delay)
         served = self._current.version if self._current else None
-        log.error("cannot load model version %d (%s); retrying in %.1fs; serving version %s",
-                  version, error, delay, served)
+        log.error(
+            "cannot load model version %d (%s); retrying in %.1fs; serving version %s", version, error, delay, served
+        )
 
     def _swap(self, loaded: LoadedVersion) -> None:
         previous = self._current
@@ -241,8 +245,13 @@ class VersionManager:
         if previous is None:
             log.info("serving model version %d from %s (labels: %s)", loaded.version, loaded.path, labels)
         else:
-            log.info("serving model version %d (was %d) from %s (labels: %s)",
-                     loaded.version, previous.version, loaded.path, labels)
+            log.info(
+                "serving model version %d (was %d) from %s (labels: %s)",
+                loaded.version,
+                previous.version,
+                loaded.path,
+                labels,
+            )
         if self._on_change is not None:
             self._on_change(loaded)
 

@@ -33,9 +33,15 @@ def listing(base: Path) -> list[dict[str, Any]]:
     rows = []
     for version in versions:
         info = card(base / str(version))
-        rows.append({"version": version, "serving": version == versions[-1],
-                     "validation_accuracy": info.get("validation_accuracy"), "labels": info.get("labels"),
-                     "code_revision": info.get("code_revision")})
+        rows.append(
+            {
+                "version": version,
+                "serving": version == versions[-1],
+                "validation_accuracy": info.get("validation_accuracy"),
+                "labels": info.get("labels"),
+                "code_revision": info.get("code_revision"),
+            }
+        )
     return rows
 
 
@@ -45,11 +51,15 @@ def publish(source: Path, base: Path, force: bool = False) -> Path:
         raise DeployError(f"{source}: not a SavedModel folder (no saved_model.pb)")
     versions = numbered_versions(base)
     if versions and not force:
-        new, current = card(source).get("validation_accuracy"), card(base / str(versions[-1])).get(
-            "validation_accuracy")
+        new, current = (
+            card(source).get("validation_accuracy"),
+            card(base / str(versions[-1])).get("validation_accuracy"),
+        )
         if new is not None and current is not None and new < current:
-            raise DeployError(f"{source} has validation accuracy {new:.4f} < serving version {versions[-1]}'s "
-                              f"{current:.4f}; pass --force to publish it anyway")
+            raise DeployError(
+                f"{source} has validation accuracy {new:.4f} < serving version {versions[-1]}'s "
+                f"{current:.4f}; pass --force to publish it anyway"
+            )
     number = next_version(base)
     base.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{number}-", dir=base))
@@ -82,8 +92,9 @@ def rollback(base: Path, to: int | None = None) -> int:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="emostream deploy", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="emostream deploy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model-base", type=Path, default=Path("models/emotion"))
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="versions, newest last, with their validation accuracy")
@@ -99,8 +110,10 @@ def main(argv: list[str]) -> int:
         elif args.command == "publish":
             print(f"published {publish(args.source, args.model_base, args.force)}")
         else:
-            print(f"serving version {rollback(args.model_base, args.to)} once the server notices "
-                  f"(seconds); retired versions are in {args.model_base / RETIRED}")
+            print(
+                f"serving version {rollback(args.model_base, args.to)} once the server notices "
+                f"(seconds); retired versions are in {args.model_base / RETIRED}"
+            )
     except DeployError as error:
         print(f"emostream deploy: {error}", file=sys.stderr)
         return 2

@@ -58,8 +58,11 @@ def resolve(args: argparse.Namespace) -> tuple[Predict, Path, str]:
 
         client = ServingClient(args.serving_target, args.model_name)
         version = client.model_version()
-        return (lambda crops: client.predict(crops).probabilities), args.model_base / str(version), \
-            f"{args.model_name} version {version} at {args.serving_target}"
+        return (
+            (lambda crops: client.predict(crops).probabilities),
+            args.model_base / str(version),
+            f"{args.model_name} version {version} at {args.serving_target}",
+        )
     if args.saved_model:
         return saved_model_predictor(args.saved_model), args.saved_model, str(args.saved_model)
     versions = numbered_versions(args.model_base)

@@ -61,7 +61,11 @@ def write_saved_model(model: keras.Model, indices: list[int], target: Path) -> N
 
 
 def export_version(
-    model: keras.Model, indices: list[int], labels: tuple[str, ...], base: Path, card: dict[str, Any],
+    model: keras.Model,
+    indices: list[int],
+    labels: tuple[str, ...],
+    base: Path,
+    card: dict[str, Any],
     version: int | None = None,
 ) -> Path:
     """Write version `version` (default: newest + 1) under `base`; the folder appears in one rename."""

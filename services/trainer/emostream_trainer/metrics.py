@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ def expected_calibration_error(probabilities: np.ndarray, expected: np.ndarray, 
     correct = probabilities.argmax(axis=1) == expected
     edges = np.linspace(0.0, 1.0, bins + 1)
     error = 0.0
-    for low, high in zip(edges[:-1], edges[1:], strict=True):
+    for low, high in itertools.pairwise(edges):
         members = (confidence > low) & (confidence <= high)
         if members.any():
             error += members.mean() * abs(confidence[members].mean() - correct[members].mean())
@@ -37,8 +38,12 @@ def report(probabilities: np.ndarray, expected: np.ndarray, labels: tuple[str, .
         precision = true_positive / max(1.0, float(matrix[:, index].sum()))
         recall = true_positive / max(1.0, float(matrix[index, :].sum()))
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[label] = {"precision": round(precision, 4), "recall": round(recall, 4), "f1": round(f1, 4),
-                            "support": int(matrix[index, :].sum())}
+        per_class[label] = {
+            "precision": round(precision, 4),
+            "recall": round(recall, 4),
+            "f1": round(f1, 4),
+            "support": int(matrix[index, :].sum()),
+        }
     return {
         "labels": list(labels),
         "samples": len(expected),

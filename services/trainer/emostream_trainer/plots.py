@@ -20,8 +20,14 @@ def plot_confusion(matrix: list[list[int]], labels: list[str], path: Path) -> Pa
     for row in range(len(labels)):
         for column in range(len(labels)):
             colour = "white" if shares[row, column] > 0.5 else "black"
-            axes.text(column, row, f"{int(counts[row, column])}\n{shares[row, column]:.0%}", ha="center",
-                      va="center", color=colour)
+            axes.text(
+                column,
+                row,
+                f"{int(counts[row, column])}\n{shares[row, column]:.0%}",
+                ha="center",
+                va="center",
+                color=colour,
+            )
     axes.set_xticks(range(len(labels)), labels)
     axes.set_yticks(range(len(labels)), labels)
     axes.set_xlabel("predicted")
@@ -44,8 +50,7 @@ def plot_history(history: list[dict[str, Any]], path: Path) -> Path:
         axes.set_xlabel("epoch")
         axes.set_title(key)
     if history and "val_served_accuracy" in history[0]:
-        accuracy_axes.plot(epochs, [float(row["val_served_accuracy"]) for row in history],
-                           label="val_served_accuracy")
+        accuracy_axes.plot(epochs, [float(row["val_served_accuracy"]) for row in history], label="val_served_accuracy")
     loss_axes.legend()
     accuracy_axes.legend()
     figure.tight_layout()

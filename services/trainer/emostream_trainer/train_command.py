@@ -29,8 +29,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--validation", type=Path, help="validation folder or csv (default: hold out of train)")
     parser.add_argument("--holdout", type=float, default=0.1, help="fraction held out when no --validation")
     parser.add_argument("--labels", default=",".join(DEFAULT_LABELS), help="served classes, in output order")
-    parser.add_argument("--train-on", choices=("served", "all"), default="all",
-                        help="train on the served classes only, or on all seven and serve the chosen ones")
+    parser.add_argument(
+        "--train-on",
+        choices=("served", "all"),
+        default="all",
+        help="train on the served classes only, or on all seven and serve the chosen ones",
+    )
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
@@ -83,9 +87,15 @@ def run(args: argparse.Namespace) -> int:
         return 2
     print(f"train {train_data.class_counts()}\nvalidation {validation.class_counts()}", flush=True)
     recipe = Recipe(
-        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.learning_rate, width=args.width,
-        label_smoothing=args.label_smoothing, class_weights=not args.no_class_weights,
-        mixed_precision=not args.float32, seed=args.seed, serve_labels=serve,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        width=args.width,
+        label_smoothing=args.label_smoothing,
+        class_weights=not args.no_class_weights,
+        mixed_precision=not args.float32,
+        seed=args.seed,
+        serve_labels=serve,
     )
     started = time.time()
     model = train(train_data, validation, recipe, args.run_dir, verbose=0 if args.quiet else 1)
@@ -98,10 +108,14 @@ def run(args: argparse.Namespace) -> int:
     if args.no_export:
         return 0
     card = {
-        "labels": list(serve), "trained_on": list(trained), "data": str(args.data),
+        "labels": list(serve),
+        "trained_on": list(trained),
+        "data": str(args.data),
         "validation": str(args.validation or f"holdout {args.holdout}"),
-        "recipe": asdict(recipe), "validation_accuracy": accuracy,
-        "train_seconds": round(time.time() - started), "code_revision": _code_revision(),
+        "recipe": asdict(recipe),
+        "validation_accuracy": accuracy,
+        "train_seconds": round(time.time() - started),
+        "code_revision": _code_revision(),
         "history": _history(args.run_dir / "history.csv"),
     }
     final = export_version(float32_copy(model, len(trained), recipe.width), indices, serve, args.model_base, card)

@@ -107,8 +107,10 @@ def train(train_data: Dataset, validation: Dataset, recipe: Recipe, run_dir: Pat
     model = make_model(len(train_data.labels), width=recipe.width, seed=recipe.seed)
     steps = math.ceil(len(train_data) / recipe.batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, decay_steps=max(1, steps * (recipe.epochs - recipe.warmup_epochs)),
-        warmup_target=recipe.learning_rate, warmup_steps=steps * recipe.warmup_epochs,
+        0.0,
+        decay_steps=max(1, steps * (recipe.epochs - recipe.warmup_epochs)),
+        warmup_target=recipe.learning_rate,
+        warmup_steps=steps * recipe.warmup_epochs,
     )
     model.compile(
         optimizer=keras.optimizers.AdamW(schedule, weight_decay=recipe.weight_decay),

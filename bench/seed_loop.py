@@ -1,0 +1,67 @@
+"""Baseline: the seed's single-process loop (MediaPipe, then one model call per face) on the benchmark video.
+
+    uv run python bench/seed_loop.py [--frames 300] [--model-base models/emotion]
+
+Same video as bench/pipeline.py; prints frames/s and faces/s for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import tensorflow as tf
+from emostream_detector.detection import FaceFinder
+from emostream_detector.model_file import default_path, fetch
+from emostream_trainer.export import numbered_versions
+
+sys.path.insert(0, str(Path(__file__).parent))
+from pipeline import compose_video, load_faces
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/fer2013/validation"))
+    parser.add_argument("--frames", type=int, default=300)
+    parser.add_argument("--model-base", type=Path, default=Path("models/emotion"))
+    args = parser.parse_args()
+    version = numbered_versions(args.model_base)[-1]
+    serve = tf.saved_model.load(str(args.model_base / str(version))).signatures["serving_default"]
+    finder = FaceFinder(fetch(default_path()), 0.5, 0.25)
+    with tempfile.TemporaryDirectory() as folder:
+        video = Path(folder) / "bench.avi"
+        compose_video(load_faces(args.data, per_class=200, seed=0), args.frames, 15.0, video)
+        capture = cv2.VideoCapture(str(video))
+        faces = frames = 0
+        started = time.perf_counter()
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            for detection in finder.find(frame):
+                serve(image=tf.constant(detection.crop[None, :, :, None]))
+                faces += 1
+            frames += 1
+        elapsed = time.perf_counter() - started
+    finder.close()
+    print(
+        json.dumps(
+            {
+                "mode": "seed loop (one process)",
+                "frames": frames,
+                "faces": faces,
+                "frames_per_s": round(frames / elapsed, 1),
+                "faces_per_s": round(faces / elapsed, 1),
+            }
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
