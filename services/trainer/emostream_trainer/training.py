@@ -102,7 +102,8 @@ def train(train_data: Dataset, validation: Dataset, recipe: Recipe, run_dir: Pat
     if not (run_dir / "backup").exists():  # a fresh run, not a resumed one: start its records anew
         for stale in ("history.csv", "best.weights.h5"):
             (run_dir / stale).unlink(missing_ok=True)
-    (run_dir / "recipe.json").write_text(json.dumps(asdict(recipe), indent=2))
+    recipe_record = {**asdict(recipe), "trained_labels": list(train_data.labels)}
+    (run_dir / "recipe.json").write_text(json.dumps(recipe_record, indent=2))
     indices = serve_indices(train_data.labels, recipe.serve_labels)
     model = make_model(len(train_data.labels), width=recipe.width, seed=recipe.seed)
     steps = math.ceil(len(train_data) / recipe.batch_size)
