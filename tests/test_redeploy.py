@@ -9,12 +9,10 @@ model_version must follow the switch: 1 before, 2 after, 1 again after the rollb
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import pytest
@@ -27,10 +25,8 @@ from emostream_trainer import deploy_command
 
 from emostream import names, wire
 from emostream.lifecycle import run_until_stopped
-from emostream.settings import DEFAULT_REDIS_URL
 from tests.helpers.tiny_model import export_tiny_version, synthetic_faces
 
-TEST_DB = 13  # this module owns db 13 and flushes it before and after the test
 MODEL_NAME = "emotion"
 LABELS = ("happy", "neutral", "fear")
 CAMERA = "cam-redeploy"
@@ -40,20 +36,9 @@ SWITCH_TIMEOUT_S = 90.0
 
 
 @pytest.fixture
-def redis_url() -> str:
-    parts = urlsplit(os.environ.get("EMOSTREAM_REDIS_URL", DEFAULT_REDIS_URL))
-    return urlunsplit(parts._replace(path=f"/{TEST_DB}"))
-
-
-@pytest.fixture
-def client(redis_url: str) -> Iterator[redis.Redis]:
-    connection = redis.Redis.from_url(redis_url)
-    connection.flushdb()
-    try:
-        yield connection
-    finally:
-        connection.flushdb()
-        connection.close()
+def client(redis_client: redis.Redis) -> redis.Redis:
+    """The shared fixture's client of the tests' own, flushed Redis db (tests/conftest.py)."""
+    return redis_client
 
 
 @pytest.fixture
