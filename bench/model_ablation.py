@@ -1,8 +1,9 @@
-"""What test-time flip averaging gains: a training run's best weights scored with and without it.
+"""What test-time flip averaging and ensembling gain: training runs' best weights scored each way.
 
-    uv run python bench/model_ablation.py runs/latest [--data ../shared/data/fer2013/validation]
+    uv run python bench/model_ablation.py runs/served40 [runs/all30 ...] [--data ../shared/data/fer2013/validation]
 
-Prints validation accuracy and per-class recall over the served labels, both ways.
+Prints, per run, validation accuracy and per-class recall over the served labels with and
+without flip averaging; with several runs, also the mean of their flip-averaged probabilities.
 """
 
 from __future__ import annotations
@@ -14,22 +15,35 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from emostream_trainer.dataset import FER_CLASSES, load
+from emostream_trainer.dataset import FER_CLASSES, Dataset, load
 from emostream_trainer.model import make_model
 from emostream_trainer.training import serve_indices
 
 
-def scores(logits: np.ndarray, expected: np.ndarray, labels: tuple[str, ...]) -> dict[str, float]:
-    predicted = logits.argmax(axis=1)
+def scores(probabilities: np.ndarray, expected: np.ndarray, labels: tuple[str, ...]) -> dict[str, float]:
+    predicted = probabilities.argmax(axis=1)
     recall = {
         f"recall_{label}": round(float((predicted[expected == i] == i).mean()), 4) for i, label in enumerate(labels)
     }
     return {"accuracy": round(float((predicted == expected).mean()), 4), **recall}
 
 
+def served_probabilities(run_dir: Path, images: tf.Tensor, trained_on: str) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax over the served classes for the images, without and with flip averaging of the logits."""
+    recipe = json.loads((run_dir / "recipe.json").read_text())
+    served = tuple(recipe["serve_labels"])
+    trained = tuple(recipe.get("trained_labels", FER_CLASSES if trained_on == "all" else served))
+    model = make_model(len(trained), width=recipe["width"], augment=True)
+    model.load_weights(str(run_dir / "best.weights.h5"))
+    indices = serve_indices(trained, served)
+    plain = tf.gather(model.predict(images, batch_size=256, verbose=0), indices, axis=1)
+    mirrored = tf.gather(model.predict(tf.image.flip_left_right(images), batch_size=256, verbose=0), indices, axis=1)
+    return tf.nn.softmax(plain).numpy(), tf.nn.softmax((plain + mirrored) / 2).numpy()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dirs", type=Path, nargs="+")
     parser.add_argument("--data", type=Path, default=Path("../shared/data/fer2013/validation"))
     parser.add_argument(
         "--trained-on",
@@ -38,28 +52,22 @@ def main() -> int:
         help="for runs whose recipe.json predates `trained_labels`",
     )
     args = parser.parse_args()
-    recipe = json.loads((args.run_dir / "recipe.json").read_text())
-    served = tuple(recipe["serve_labels"])
-    parser_default = FER_CLASSES if args.trained_on == "all" else served
-    trained = tuple(recipe.get("trained_labels", parser_default))
-    model = make_model(len(trained), width=recipe["width"], augment=True)
-    model.load_weights(str(args.run_dir / "best.weights.h5"))
-    data = load(args.data, served)
+    served = tuple(json.loads((args.run_dirs[0] / "recipe.json").read_text())["serve_labels"])
+    data: Dataset = load(args.data, served)
     images = tf.constant(data.images.astype(np.float32) / 255.0)
-    indices = serve_indices(trained, served)
-    plain = tf.gather(model.predict(images, batch_size=256, verbose=0), indices, axis=1).numpy()
-    mirrored = tf.gather(
-        model.predict(tf.image.flip_left_right(images), batch_size=256, verbose=0), indices, axis=1
-    ).numpy()
-    print(
-        json.dumps(
-            {
-                "run": str(args.run_dir),
-                "without_flip": scores(plain, data.targets, served),
-                "with_flip_average": scores((plain + mirrored) / 2, data.targets, served),
-            }
-        )
-    )
+    averaged = []
+    for run_dir in args.run_dirs:
+        plain, flipped = served_probabilities(run_dir, images, args.trained_on)
+        averaged.append(flipped)
+        report = {
+            "run": str(run_dir),
+            "without_flip": scores(plain, data.targets, served),
+            "with_flip_average": scores(flipped, data.targets, served),
+        }
+        print(json.dumps(report), flush=True)
+    if len(averaged) > 1:
+        ensemble = scores(np.mean(averaged, axis=0), data.targets, served)
+        print(json.dumps({"ensemble": [str(r) for r in args.run_dirs], "with_flip_average": ensemble}))
     return 0
 
 
