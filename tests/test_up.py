@@ -14,6 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+import redis
 from emostream_modelserver.server import RunningServer
 
 from emostream.demo import demo_frames
@@ -123,3 +124,20 @@ def test_up_starts_a_private_redis_when_none_answers(
     )
     check_events(result, "lobby", 4)
     assert f"no Redis at {nothing_there}; started a private redis-server" in result.stderr
+
+
+def test_capture_waits_until_every_replica_is_ready(redis_client: redis.Redis) -> None:
+    from emostream import names
+    from emostream.launcher import Children, NotReady, wait_for_replicas
+
+    children = Children(dict(os.environ))
+    replicas = [("detector", "detector-1"), ("classifier", "classifier-1")]
+    with pytest.raises(NotReady, match="detector-1, classifier-1"):
+        wait_for_replicas(redis_client, children, replicas, timeout_s=0.3)
+    for service, consumer in replicas:
+        redis_client.set(names.heartbeat(service, consumer), "{}", ex=30)
+    wait_for_replicas(redis_client, children, replicas, timeout_s=0.3)  # returns: both are ready
+
+    children.start("detector-1", [sys.executable, "-c", "raise SystemExit(3)"]).wait()
+    with pytest.raises(NotReady, match="detector-1 exited with code 3"):
+        wait_for_replicas(redis_client, children, replicas, timeout_s=5)

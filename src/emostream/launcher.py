@@ -1,7 +1,8 @@
 """`emostream up`: run the whole system locally as child processes and print its events.
 
 It starts what is missing: a private redis-server when none answers, the
-project's model server, then classifier, detector and capture replicas. With
+project's model server, then classifier and detector replicas, and capture once
+they are ready. With
 `--once` it exits when every finite source has been captured, every frame
 detected and every face has its event.
 """
@@ -28,6 +29,7 @@ from emostream import names
 from emostream.connection import RedisUnavailable, connect
 from emostream.events_command import TABLE_HEADER, follow, format_event, last_event_id
 from emostream.settings import CommonSettings, load
+from emostream.telemetry import healthy
 
 PROG = "emostream up"
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", None}
@@ -212,6 +214,27 @@ def finished(client: redis.Redis, cameras: list[str]) -> bool:
     return True
 
 
+class NotReady(RuntimeError):
+    """A replica died, or did not report ready in time, before capture started."""
+
+
+def wait_for_replicas(
+    client: redis.Redis, children: Children, replicas: list[tuple[str, str]], timeout_s: float = 120.0
+) -> None:
+    """Block until every (service, consumer) has written its heartbeat, i.e. loaded its model and
+    entered its loop, so that capture does not start into a backlog that skews every latency."""
+    deadline = time.monotonic() + timeout_s
+    waiting = list(replicas)
+    while waiting:
+        failure = children.failed(allowed_to_finish=set())
+        if failure:
+            raise NotReady(failure)
+        if time.monotonic() > deadline:
+            raise NotReady(f"not ready after {timeout_s:.0f}s: {', '.join(c for _, c in waiting)}")
+        waiting = [(service, consumer) for service, consumer in waiting if not healthy(client, service, consumer)]
+        time.sleep(0.1)
+
+
 def camera_ids(sources: list[str]) -> list[str]:
     from emostream_capture.sources import parse_sources
 
@@ -234,6 +257,9 @@ def run(settings: UpSettings) -> int:
         detector_model = str(fetch(Path(os.environ.get("DETECTOR_MODEL_PATH", default_path()))))
         target = start_model_server(settings, children)
         wait_for_model(target, settings.model_name)
+        replicas = [("classifier", f"classifier-{i + 1}") for i in range(settings.classifiers)]
+        replicas += [("detector", f"detector-{i + 1}") for i in range(settings.detectors)]
+        client.delete(*(names.heartbeat(service, consumer) for service, consumer in replicas))
         for index in range(settings.classifiers):
             children.emostream(
                 f"classifier-{index + 1}",
@@ -250,6 +276,7 @@ def run(settings: UpSettings) -> int:
                 EMOSTREAM_CONSUMER=f"detector-{index + 1}",
                 DETECTOR_MODEL_PATH=detector_model,
             )
+        wait_for_replicas(client, children, replicas)
         flags = ["--realtime" if settings.realtime else "--no-realtime", "--loop" if settings.loop else "--no-loop"]
         children.emostream(
             "capture",
@@ -295,7 +322,7 @@ def main(argv: list[str]) -> int:
     settings = load(UpSettings, argv, prog=PROG, positional="sources")
     try:
         return run(settings)
-    except RedisUnavailable as error:
+    except (RedisUnavailable, NotReady) as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--train-on",
         choices=("served", "all"),
-        default="all",
+        default="served",
         help="train on the served classes only, or on all seven and serve the chosen ones",
     )
     parser.add_argument("--epochs", type=int, default=40)
