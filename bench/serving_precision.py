@@ -31,11 +31,12 @@ def main() -> int:
     args = parser.parse_args()
     recipe = json.loads((args.run_dir / "recipe.json").read_text())
     served = tuple(recipe["serve_labels"])
-    indices = serve_indices(tuple(recipe.get("trained_labels", FER_CLASSES)), served)
+    trained = tuple(recipe.get("trained_labels", FER_CLASSES))
+    indices = serve_indices(trained, served)
     data = load(args.data, served)
     for policy in ("float32", "mixed_bfloat16"):
         keras.mixed_precision.set_global_policy(policy)
-        model = make_model(len(recipe.get("trained_labels", FER_CLASSES)), width=recipe["width"])
+        model = make_model(len(trained), width=recipe["width"])
         model.load_weights(str(args.run_dir / "best.weights.h5"))
 
         @tf.function

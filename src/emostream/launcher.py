@@ -2,9 +2,8 @@
 
 It starts what is missing: a private redis-server when none answers, the
 project's model server, then classifier and detector replicas, and capture once
-they are ready. With
-`--once` it exits when every finite source has been captured, every frame
-detected and every face has its event.
+they are ready. With `--once` it exits when every finite source has been
+captured, every frame detected and every face has its event.
 """
 
 from __future__ import annotations
@@ -232,7 +231,8 @@ def wait_for_replicas(
         if time.monotonic() > deadline:
             raise NotReady(f"not ready after {timeout_s:.0f}s: {', '.join(c for _, c in waiting)}")
         waiting = [(service, consumer) for service, consumer in waiting if not healthy(client, service, consumer)]
-        time.sleep(0.1)
+        if waiting:
+            time.sleep(0.1)
 
 
 def camera_ids(sources: list[str]) -> list[str]:
@@ -257,25 +257,20 @@ def run(settings: UpSettings) -> int:
         detector_model = str(fetch(Path(os.environ.get("DETECTOR_MODEL_PATH", default_path()))))
         target = start_model_server(settings, children)
         wait_for_model(target, settings.model_name)
+        commands = {"classifier": "classify", "detector": "detect"}
+        service_env = {
+            "classifier": {
+                "CLASSIFIER_SERVING_TARGET": target,
+                "CLASSIFIER_MODEL_NAME": settings.model_name,
+                "CLASSIFIER_MODEL_BASE": str(settings.model_base),
+            },
+            "detector": {"DETECTOR_MODEL_PATH": detector_model},
+        }
         replicas = [("classifier", f"classifier-{i + 1}") for i in range(settings.classifiers)]
         replicas += [("detector", f"detector-{i + 1}") for i in range(settings.detectors)]
         client.delete(*(names.heartbeat(service, consumer) for service, consumer in replicas))
-        for index in range(settings.classifiers):
-            children.emostream(
-                f"classifier-{index + 1}",
-                ["classify"],
-                EMOSTREAM_CONSUMER=f"classifier-{index + 1}",
-                CLASSIFIER_SERVING_TARGET=target,
-                CLASSIFIER_MODEL_NAME=settings.model_name,
-                CLASSIFIER_MODEL_BASE=str(settings.model_base),
-            )
-        for index in range(settings.detectors):
-            children.emostream(
-                f"detector-{index + 1}",
-                ["detect"],
-                EMOSTREAM_CONSUMER=f"detector-{index + 1}",
-                DETECTOR_MODEL_PATH=detector_model,
-            )
+        for service, consumer in replicas:
+            children.emostream(consumer, [commands[service]], EMOSTREAM_CONSUMER=consumer, **service_env[service])
         wait_for_replicas(client, children, replicas)
         flags = ["--realtime" if settings.realtime else "--no-realtime", "--loop" if settings.loop else "--no-loop"]
         children.emostream(
