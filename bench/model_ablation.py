@@ -15,9 +15,8 @@ from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
-from emostream_trainer.dataset import FER_CLASSES, Dataset, load
-from emostream_trainer.model import make_model
-from emostream_trainer.training import serve_indices
+from emostream_trainer.dataset import Dataset, load
+from emostream_trainer.training import build_model, read_recipe, serve_indices
 
 
 def scores(probabilities: np.ndarray, expected: np.ndarray, labels: tuple[str, ...]) -> dict[str, float]:
@@ -28,14 +27,12 @@ def scores(probabilities: np.ndarray, expected: np.ndarray, labels: tuple[str, .
     return {"accuracy": round(float((predicted == expected).mean()), 4), **recall}
 
 
-def served_probabilities(run_dir: Path, images: tf.Tensor, trained_on: str) -> tuple[np.ndarray, np.ndarray]:
+def served_probabilities(run_dir: Path, images: tf.Tensor) -> tuple[np.ndarray, np.ndarray]:
     """Softmax over the served classes for the images, without and with flip averaging of the logits."""
-    recipe = json.loads((run_dir / "recipe.json").read_text())
-    served = tuple(recipe["serve_labels"])
-    trained = tuple(recipe.get("trained_labels", FER_CLASSES if trained_on == "all" else served))
-    model = make_model(len(trained), width=recipe["width"], augment=True)
+    recipe, trained = read_recipe(run_dir)
+    model = build_model(recipe, len(trained))
     model.load_weights(str(run_dir / "best.weights.h5"))
-    indices = serve_indices(trained, served)
+    indices = serve_indices(trained, recipe.serve_labels)
     plain = tf.gather(model.predict(images, batch_size=256, verbose=0), indices, axis=1)
     mirrored = tf.gather(model.predict(tf.image.flip_left_right(images), batch_size=256, verbose=0), indices, axis=1)
     return tf.nn.softmax(plain).numpy(), tf.nn.softmax((plain + mirrored) / 2).numpy()
@@ -45,19 +42,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dirs", type=Path, nargs="+")
     parser.add_argument("--data", type=Path, default=Path("../shared/data/fer2013/validation"))
-    parser.add_argument(
-        "--trained-on",
-        choices=("served", "all"),
-        default="served",
-        help="for runs whose recipe.json predates `trained_labels`",
-    )
     args = parser.parse_args()
-    served = tuple(json.loads((args.run_dirs[0] / "recipe.json").read_text())["serve_labels"])
+    served = read_recipe(args.run_dirs[0])[0].serve_labels
     data: Dataset = load(args.data, served)
     images = tf.constant(data.images.astype(np.float32) / 255.0)
     averaged = []
     for run_dir in args.run_dirs:
-        plain, flipped = served_probabilities(run_dir, images, args.trained_on)
+        plain, flipped = served_probabilities(run_dir, images)
         averaged.append(flipped)
         report = {
             "run": str(run_dir),

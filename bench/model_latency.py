@@ -1,5 +1,8 @@
 """Model cost per face through the project's model server over gRPC, as the classifier calls it.
 
+The server runs as its own process, started as `emostream serve-model` is deployed (same
+TensorFlow settings), so client and server do not share an interpreter.
+
     uv run python bench/model_latency.py [--model-base models/emotion] [--batches 1,8,32] [--rounds 50]
 
 Prints, per batch size, the median and mean milliseconds per Predict call and per face.
@@ -9,14 +12,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import socket
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 from emostream_classifier.tf_serving import ServingClient
-from emostream_modelserver.server import start_server
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 def main() -> int:
@@ -25,11 +36,14 @@ def main() -> int:
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--rounds", type=int, default=50)
     args = parser.parse_args()
-    server = start_server(args.model_base, "emotion", port=0)
+    port = free_port()
+    command = [sys.executable, "-m", "emostream.cli", "serve-model", "--model-base", str(args.model_base)]
+    server = subprocess.Popen([*command, "--port", str(port)])
     try:
-        version = server.wait_until_serving(120)
         crops = np.random.default_rng(0).integers(0, 256, size=(256, 48, 48, 1), dtype=np.uint8)
-        with ServingClient(f"127.0.0.1:{server.port}", "emotion") as client:
+        with ServingClient(f"127.0.0.1:{port}", "emotion") as client:
+            client.wait_ready(180)
+            version = client.model_version()
             for batch in (int(b) for b in args.batches.split(",")):
                 for _ in range(5):  # warm-up: first calls trace and allocate
                     client.predict(crops[:batch])
@@ -51,7 +65,8 @@ def main() -> int:
                     )
                 )
     finally:
-        server.stop(1)
+        server.terminate()
+        server.wait(30)
     return 0
 
 

@@ -18,9 +18,8 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
-from emostream_trainer.dataset import FER_CLASSES, load
-from emostream_trainer.model import make_model
-from emostream_trainer.training import flip_averaged_logits, serve_indices
+from emostream_trainer.dataset import load
+from emostream_trainer.training import build_model, flip_averaged_logits, read_recipe, serve_indices
 
 
 def main() -> int:
@@ -29,14 +28,13 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/fer2013/validation"))
     parser.add_argument("--rounds", type=int, default=40)
     args = parser.parse_args()
-    recipe = json.loads((args.run_dir / "recipe.json").read_text())
-    served = tuple(recipe["serve_labels"])
-    trained = tuple(recipe.get("trained_labels", FER_CLASSES))
+    recipe, trained = read_recipe(args.run_dir)
+    served = recipe.serve_labels
     indices = serve_indices(trained, served)
     data = load(args.data, served)
     for policy in ("float32", "mixed_bfloat16"):
         keras.mixed_precision.set_global_policy(policy)
-        model = make_model(len(trained), width=recipe["width"])
+        model = build_model(recipe, len(trained))
         model.load_weights(str(args.run_dir / "best.weights.h5"))
 
         @tf.function

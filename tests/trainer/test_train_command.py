@@ -188,3 +188,12 @@ def test_rerun_resumes_an_interrupted_run(tmp_path: Path, monkeypatch: pytest.Mo
     assert train_command.main(args) == 0
     assert epochs_logged(run_dir) == [0, 1]  # continued at epoch 1 rather than starting over at 0
     assert not (run_dir / "backup").exists()
+
+
+def test_read_recipe_takes_runs_from_before_the_first_block_knob(tmp_path: Path) -> None:
+    from emostream_trainer.training import read_recipe
+
+    record = {"width": 32, "seed": 1337, "serve_labels": list(LABELS), "trained_labels": list(LABELS)}
+    (tmp_path / "recipe.json").write_text(json.dumps(record))
+    recipe, trained = read_recipe(tmp_path)
+    assert (recipe.width, recipe.first_block_convs, recipe.serve_labels, trained) == (32, 2, LABELS, LABELS)

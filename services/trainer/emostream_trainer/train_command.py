@@ -10,6 +10,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from emostream_trainer.dataset import (
     DEFAULT_LABELS,
@@ -20,6 +21,9 @@ from emostream_trainer.dataset import (
     load,
     split_holdout,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DEFAULT_MODEL_BASE = Path("models/emotion")
 
@@ -38,10 +42,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
-    parser.add_argument("--width", type=int, default=32, help="filters in the first block (doubles per block)")
+    parser.add_argument("--width", type=int, default=24, help="filters in the first block (doubles per block)")
+    parser.add_argument("--first-block-convs", type=int, default=1, help="convolutions at full 48x48 resolution")
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--no-class-weights", action="store_true")
-    parser.add_argument("--float32", action="store_true", help="train in float32 instead of mixed bfloat16")
+    parser.add_argument(
+        "--float32", action="store_true", help="train in float32 even where the CPU has bfloat16 (the default there)"
+    )
+    parser.add_argument(
+        "--teacher",
+        type=Path,
+        action="append",
+        default=[],
+        help="a trained version folder to distil from (repeat for an ensemble); must know the trained classes",
+    )
+    parser.add_argument("--distill-weight", type=float, default=0.5, help="share of the target the teachers set")
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--run-dir", type=Path, default=Path("runs/latest"), help="checkpoints; rerun to resume")
     parser.add_argument("--model-base", type=Path, default=DEFAULT_MODEL_BASE, help="where versions are exported")
@@ -73,16 +88,29 @@ def _load(args: argparse.Namespace, labels: tuple[str, ...]) -> tuple[Dataset, D
     return split_holdout(train_data, args.holdout, args.seed)
 
 
+def _teacher_targets(teachers: list[Path], data: Dataset) -> np.ndarray | None:
+    if not teachers:
+        return None
+    from emostream_trainer.distill import teacher_probabilities
+
+    print(f"distilling from {', '.join(map(str, teachers))}", flush=True)
+    return teacher_probabilities(teachers, data)
+
+
 def run(args: argparse.Namespace) -> int:
-    from emostream_trainer.export import export_version, float32_copy
-    from emostream_trainer.training import Recipe, predict_served, serve_indices, train
+    from emostream_trainer.export import export_version, serving_copy
+    from emostream_trainer.training import Recipe, bfloat16_is_fast, predict_served, serve_indices, train
 
     serve = tuple(label.strip() for label in args.labels.split(",") if label.strip())
     trained = FER_CLASSES if args.train_on == "all" else serve
+    if not 0.0 <= args.distill_weight <= 1.0:
+        print(f"emostream train: --distill-weight {args.distill_weight} is not between 0 and 1", file=sys.stderr)
+        return 2
     try:
         check_labels(serve)  # with --train-on all, load() checks only the seven trained classes
         train_data, validation = _load(args, trained)
-    except DatasetError as error:
+        soft_targets = _teacher_targets(args.teacher, train_data)
+    except (DatasetError, OSError) as error:  # OSError: TF's 'SavedModel file does not exist at ...'
         print(f"emostream train: {error}", file=sys.stderr)
         return 2
     print(f"train {train_data.class_counts()}\nvalidation {validation.class_counts()}", flush=True)
@@ -91,14 +119,18 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         width=args.width,
+        first_block_convs=args.first_block_convs,
         label_smoothing=args.label_smoothing,
         class_weights=not args.no_class_weights,
-        mixed_precision=not args.float32,
+        mixed_precision=bfloat16_is_fast() and not args.float32,
         seed=args.seed,
+        teachers=tuple(str(path) for path in args.teacher),
+        distill_weight=args.distill_weight if args.teacher else 0.0,
         serve_labels=serve,
     )
     started = time.time()
-    model = train(train_data, validation, recipe, args.run_dir, verbose=0 if args.quiet else 1)
+    verbose = 0 if args.quiet else 1
+    model = train(train_data, validation, recipe, args.run_dir, verbose=verbose, soft_targets=soft_targets)
     indices = serve_indices(trained, serve)
     served = [i for i, t in enumerate(validation.targets) if int(t) in indices]
     predicted = predict_served(model, validation.images[served].astype("float32") / 255.0, indices, 256)
@@ -118,7 +150,7 @@ def run(args: argparse.Namespace) -> int:
         "code_revision": _code_revision(),
         "history": _history(args.run_dir / "history.csv"),
     }
-    final = export_version(float32_copy(model, len(trained), recipe.width), indices, serve, args.model_base, card)
+    final = export_version(serving_copy(model, len(trained), recipe), indices, serve, args.model_base, card)
     print(json.dumps({"exported": str(final), "validation_accuracy": accuracy}))
     return 0
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,26 @@ class Recipe:
     weight_decay: float = 5e-4
     warmup_epochs: int = 2
     label_smoothing: float = 0.1
-    width: int = 32
+    width: int = 24
+    first_block_convs: int = 1
     class_weights: bool = True
     mixed_precision: bool = True
     seed: int = 1337
+    teachers: tuple[str, ...] = ()
+    distill_weight: float = 0.0
     serve_labels: tuple[str, ...] = field(default=("happy", "neutral", "fear"))
+
+
+def read_recipe(run_dir: Path) -> tuple[Recipe, tuple[str, ...]]:
+    """The recipe and trained labels a run recorded in its recipe.json."""
+    record = json.loads((run_dir / "recipe.json").read_text())
+    trained = tuple(record.pop("trained_labels"))
+    record.setdefault("first_block_convs", 2)  # the only architecture before the knob existed
+    known = {f.name for f in fields(Recipe)}
+    values: dict[str, Any] = {
+        key: tuple(value) if isinstance(value, list) else value for key, value in record.items() if key in known
+    }
+    return Recipe(**values), trained
 
 
 def configure(recipe: Recipe) -> None:
@@ -38,6 +53,26 @@ def configure(recipe: Recipe) -> None:
     keras.utils.set_random_seed(recipe.seed)
     tf.config.experimental.enable_op_determinism()
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if recipe.mixed_precision else "float32")
+
+
+def build_model(recipe: Recipe, num_classes: int, augment: bool = True, folded: bool = False) -> keras.Model:
+    return make_model(
+        num_classes,
+        width=recipe.width,
+        first_block_convs=recipe.first_block_convs,
+        seed=recipe.seed,
+        augment=augment,
+        folded=folded,
+    )
+
+
+def bfloat16_is_fast() -> bool:
+    """Whether this CPU computes bfloat16 natively; elsewhere mixed bfloat16 is emulated and slower than float32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def serve_indices(train_labels: tuple[str, ...], serve_labels: tuple[str, ...]) -> list[int]:
@@ -78,10 +113,28 @@ def predict_served(model: keras.Model, images: np.ndarray, indices: list[int], b
     return np.concatenate(picks)
 
 
-def _dataset(data: Dataset, batch_size: int, shuffle: bool, seed: int, weights: np.ndarray | None) -> tf.data.Dataset:
-    images = data.images.astype(np.float32) / 255.0
+def mixed_targets(data: Dataset, soft_targets: np.ndarray | None, distill_weight: float) -> np.ndarray:
+    """One-hot labels, moved `distill_weight` of the way towards the teachers' probabilities when there are any."""
     onehot = np.eye(len(data.labels), dtype=np.float32)[data.targets]
-    parts: tuple[np.ndarray, ...] = (images, onehot)
+    if soft_targets is None:
+        return onehot
+    if soft_targets.shape != onehot.shape:
+        raise ValueError(f"soft targets have shape {soft_targets.shape}, the labels {onehot.shape}")
+    mixed: np.ndarray = (1.0 - distill_weight) * onehot + distill_weight * soft_targets.astype(np.float32)
+    return mixed
+
+
+def _dataset(
+    data: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    seed: int,
+    weights: np.ndarray | None,
+    soft_targets: np.ndarray | None = None,
+    distill_weight: float = 0.0,
+) -> tf.data.Dataset:
+    images = data.images.astype(np.float32) / 255.0
+    parts: tuple[np.ndarray, ...] = (images, mixed_targets(data, soft_targets, distill_weight))
     if weights is not None:
         parts = (*parts, weights[data.targets].astype(np.float32))
     ds = tf.data.Dataset.from_tensor_slices(parts)
@@ -95,8 +148,18 @@ def balanced_weights(data: Dataset) -> np.ndarray:
     return len(data) / (len(data.labels) * np.maximum(counts, 1.0))
 
 
-def train(train_data: Dataset, validation: Dataset, recipe: Recipe, run_dir: Path, verbose: int = 1) -> keras.Model:
-    """Train, resuming from `run_dir` if a run there was interrupted; return the best model."""
+def train(
+    train_data: Dataset,
+    validation: Dataset,
+    recipe: Recipe,
+    run_dir: Path,
+    verbose: int = 1,
+    soft_targets: np.ndarray | None = None,
+) -> keras.Model:
+    """Train, resuming from `run_dir` if a run there was interrupted; return the best model.
+
+    `soft_targets` (teacher probabilities, [N, classes]) are mixed into the labels by `recipe.distill_weight`.
+    """
     configure(recipe)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "backup").exists():  # a fresh run, not a resumed one: start its records anew
@@ -105,7 +168,7 @@ def train(train_data: Dataset, validation: Dataset, recipe: Recipe, run_dir: Pat
     recipe_record = {**asdict(recipe), "trained_labels": list(train_data.labels)}
     (run_dir / "recipe.json").write_text(json.dumps(recipe_record, indent=2))
     indices = serve_indices(train_data.labels, recipe.serve_labels)
-    model = make_model(len(train_data.labels), width=recipe.width, seed=recipe.seed)
+    model = build_model(recipe, len(train_data.labels))
     steps = math.ceil(len(train_data) / recipe.batch_size)
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0,
@@ -121,7 +184,7 @@ def train(train_data: Dataset, validation: Dataset, recipe: Recipe, run_dir: Pat
     weights = balanced_weights(train_data) if recipe.class_weights else None
     best = run_dir / "best.weights.h5"
     model.fit(
-        _dataset(train_data, recipe.batch_size, True, recipe.seed, weights),
+        _dataset(train_data, recipe.batch_size, True, recipe.seed, weights, soft_targets, recipe.distill_weight),
         validation_data=_dataset(validation, 256, False, recipe.seed, None),
         epochs=recipe.epochs,
         verbose=verbose,
