@@ -16,15 +16,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 from emostream_trainer.dataset import Dataset, load
+from emostream_trainer.metrics import summary
 from emostream_trainer.training import build_model, read_recipe, serve_indices
-
-
-def scores(probabilities: np.ndarray, expected: np.ndarray, labels: tuple[str, ...]) -> dict[str, float]:
-    predicted = probabilities.argmax(axis=1)
-    recall = {
-        f"recall_{label}": round(float((predicted[expected == i] == i).mean()), 4) for i, label in enumerate(labels)
-    }
-    return {"accuracy": round(float((predicted == expected).mean()), 4), **recall}
 
 
 def served_probabilities(run_dir: Path, images: tf.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -52,12 +45,12 @@ def main() -> int:
         averaged.append(flipped)
         report = {
             "run": str(run_dir),
-            "without_flip": scores(plain, data.targets, served),
-            "with_flip_average": scores(flipped, data.targets, served),
+            "without_flip": summary(plain, data.targets, served),
+            "with_flip_average": summary(flipped, data.targets, served),
         }
         print(json.dumps(report), flush=True)
     if len(averaged) > 1:
-        ensemble = scores(np.mean(averaged, axis=0), data.targets, served)
+        ensemble = summary(np.mean(averaged, axis=0), data.targets, served)
         print(json.dumps({"ensemble": [str(r) for r in args.run_dirs], "with_flip_average": ensemble}))
     return 0
 

@@ -81,3 +81,12 @@ def test_calibration_of_confident_right_and_wrong_models() -> None:
     # Two bins: 0.5 confident and right half the time -> 0; everything uniform-ish and calibrated.
     halves = np.array([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0]])
     assert expected_calibration_error(halves, np.array([0, 1])) == pytest.approx(0.0)
+
+
+def test_summary_gives_accuracy_and_recall_per_class() -> None:
+    from emostream_trainer.metrics import summary
+
+    probabilities = np.asarray([[0.9, 0.1, 0.0], [0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.1, 0.1, 0.8]])
+    expected = np.asarray([0, 1, 1, 2])  # the third is a neutral face called happy
+    result = summary(probabilities, expected, ("happy", "neutral", "fear"))
+    assert result == {"accuracy": 0.75, "recall_happy": 1.0, "recall_neutral": 0.5, "recall_fear": 1.0}

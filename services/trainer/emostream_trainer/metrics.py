@@ -53,3 +53,12 @@ def report(probabilities: np.ndarray, expected: np.ndarray, labels: tuple[str, .
         "confusion_matrix": matrix.tolist(),
         "expected_calibration_error": round(expected_calibration_error(probabilities, expected), 4),
     }
+
+
+def summary(probabilities: np.ndarray, expected: np.ndarray, labels: tuple[str, ...]) -> dict[str, float]:
+    """Accuracy and per-class recall: one line per model in the benchmarks."""
+    predicted = probabilities.argmax(axis=1)
+    recall = {
+        f"recall_{label}": round(float((predicted[expected == i] == i).mean()), 4) for i, label in enumerate(labels)
+    }
+    return {"accuracy": round(float((predicted == expected).mean()), 4), **recall}
