@@ -1,0 +1,32 @@
+"""The model shipped in models/emotion: the newest version honours the model contract and the size limit."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from emostream_trainer.export import numbered_versions
+
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "emotion"
+
+
+def test_newest_shipped_version_serves_the_contract() -> None:
+    import tensorflow as tf
+
+    versions = numbered_versions(SHIPPED)
+    assert versions, f"no model version under {SHIPPED}"
+    folder = SHIPPED / str(versions[-1])
+    size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+    assert size < 20 * 1024 * 1024, f"{folder} is {size / 2**20:.1f} MB"
+    labels = (folder / "assets" / "labels.txt").read_text().split()
+    assert labels == ["happy", "neutral", "fear"]
+    card = json.loads((folder / "assets" / "model_card.json").read_text())
+    assert card["version"] == versions[-1] and card["labels"] == labels
+    serve = tf.saved_model.load(str(folder)).signatures["serving_default"]
+    crops = np.random.default_rng(0).integers(0, 256, size=(5, 48, 48, 1), dtype=np.uint8)
+    probabilities = serve(image=tf.constant(crops))["probabilities"].numpy()
+    assert probabilities.shape == (5, 3) and probabilities.dtype == np.float32
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    mirrored = serve(image=tf.constant(crops[:, :, ::-1]))["probabilities"].numpy()
+    np.testing.assert_allclose(mirrored, probabilities, atol=1e-5)  # flip averaging is inside the graph
