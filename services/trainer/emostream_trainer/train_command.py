@@ -47,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--no-class-weights", action="store_true")
     parser.add_argument(
+        "--class-weight-power",
+        type=float,
+        default=1.0,
+        help="class weight = (inverse class frequency) ** power; 1 balances fully, 0.5 is milder",
+    )
+    parser.add_argument(
         "--float32", action="store_true", help="train in float32 even where the CPU has bfloat16 (the default there)"
     )
     parser.add_argument(
@@ -122,6 +128,7 @@ def run(args: argparse.Namespace) -> int:
         first_block_convs=args.first_block_convs,
         label_smoothing=args.label_smoothing,
         class_weights=not args.no_class_weights,
+        class_weight_power=args.class_weight_power,
         mixed_precision=bfloat16_is_fast() and not args.float32,
         seed=args.seed,
         teachers=tuple(str(path) for path in args.teacher),

@@ -29,6 +29,7 @@ class Recipe:
     width: int = 24
     first_block_convs: int = 1
     class_weights: bool = True
+    class_weight_power: float = 1.0
     mixed_precision: bool = True
     seed: int = 1337
     teachers: tuple[str, ...] = ()
@@ -143,9 +144,15 @@ def _dataset(
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def balanced_weights(data: Dataset) -> np.ndarray:
+def balanced_weights(data: Dataset, power: float = 1.0) -> np.ndarray:
+    """Per-class loss weights: inverse class frequency raised to `power` (1 balances fully, 0.5 half-way in log).
+
+    A power below 1 keeps a tiny class (disgust: 436 of 28,709 faces when training on all seven) from
+    carrying a whole class's share of the loss on a handful of images.
+    """
     counts = np.bincount(data.targets, minlength=len(data.labels)).astype(np.float64)
-    return len(data) / (len(data.labels) * np.maximum(counts, 1.0))
+    weights: np.ndarray = (len(data) / (len(data.labels) * np.maximum(counts, 1.0))) ** power
+    return weights
 
 
 def train(
@@ -181,7 +188,7 @@ def train(
         loss=keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=recipe.label_smoothing),
         metrics=["accuracy"],
     )
-    weights = balanced_weights(train_data) if recipe.class_weights else None
+    weights = balanced_weights(train_data, recipe.class_weight_power) if recipe.class_weights else None
     best = run_dir / "best.weights.h5"
     model.fit(
         _dataset(train_data, recipe.batch_size, True, recipe.seed, weights, soft_targets, recipe.distill_weight),
