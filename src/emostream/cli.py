@@ -43,6 +43,12 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
         "evaluate a model on a labelled folder",
         "emostream-trainer",
     ),
+    "ensemble": (
+        "emostream_trainer.ensemble_command",
+        "main",
+        "export the mean of several model versions as one version",
+        "emostream-trainer",
+    ),
     "deploy": (
         "emostream_trainer.deploy_command",
         "main",

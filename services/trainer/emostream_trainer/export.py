@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,17 @@ def export_version(
     version: int | None = None,
 ) -> Path:
     """Write version `version` (default: newest + 1) under `base`; the folder appears in one rename."""
+    return write_version(lambda target: write_saved_model(model, indices, target), labels, base, card, version)
+
+
+def write_version(
+    write: Callable[[Path], None],
+    labels: tuple[str, ...],
+    base: Path,
+    card: dict[str, Any],
+    version: int | None = None,
+) -> Path:
+    """Let `write` fill a staging folder with a SavedModel, add labels and card, then rename it into place."""
     base.mkdir(parents=True, exist_ok=True)
     number = version if version is not None else next_version(base)
     final = base / str(number)
@@ -76,7 +88,7 @@ def export_version(
         raise FileExistsError(f"{final} already exists; versions are never overwritten")
     staging = Path(tempfile.mkdtemp(prefix=f".{number}-", dir=base))
     try:
-        write_saved_model(model, indices, staging)
+        write(staging)
         (staging / "assets").mkdir(exist_ok=True)
         (staging / "assets" / LABELS_FILE).write_text("".join(f"{label}\n" for label in labels))
         (staging / "assets" / MODEL_CARD).write_text(json.dumps({"version": number, **card}, indent=2) + "\n")

@@ -75,7 +75,7 @@ def default_class_weight_power(train_on: str) -> float:
     return 0.5 if train_on == "all" else 1.0
 
 
-def _code_revision() -> str:
+def code_revision() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
         return out.stdout.strip()
@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> int:
         "recipe": asdict(recipe),
         "validation_accuracy": accuracy,
         "train_seconds": round(time.time() - started),
-        "code_revision": _code_revision(),
+        "code_revision": code_revision(),
         "history": _history(args.run_dir / "history.csv"),
     }
     final = export_version(serving_copy(model, len(trained), recipe), indices, serve, args.model_base, card)
