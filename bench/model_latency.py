@@ -3,7 +3,10 @@
 The server runs as its own process, started as `emostream serve-model` is deployed (same
 TensorFlow settings), so client and server do not share an interpreter.
 
-    uv run python bench/model_latency.py [--model-base models/emotion] [--batches 1,8,32] [--rounds 50]
+    uv run python bench/model_latency.py [--model-base models/emotion] [--precision auto]
+        [--batches 1,8,32] [--rounds 50]
+
+`--precision` is the server's (auto: bfloat16 where the CPU computes it natively, else float32).
 
 Prints, per batch size, the median and mean milliseconds per Predict call and per face.
 """
@@ -33,12 +36,13 @@ def free_port() -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-base", type=Path, default=Path("models/emotion"))
+    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto")
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--rounds", type=int, default=50)
     args = parser.parse_args()
     port = free_port()
     command = [sys.executable, "-m", "emostream.cli", "serve-model", "--model-base", str(args.model_base)]
-    server = subprocess.Popen([*command, "--port", str(port)])
+    server = subprocess.Popen([*command, "--port", str(port), "--precision", args.precision])
     try:
         crops = np.random.default_rng(0).integers(0, 256, size=(256, 48, 48, 1), dtype=np.uint8)
         with ServingClient(f"127.0.0.1:{port}", "emotion") as client:
@@ -57,6 +61,7 @@ def main() -> int:
                     json.dumps(
                         {
                             "model_version": version,
+                            "precision": args.precision,
                             "batch": batch,
                             "ms_per_call_p50": round(median, 2),
                             "ms_per_face_p50": round(median / batch, 3),

@@ -6,7 +6,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -35,6 +34,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from tests.conftest import free_port
 from tests.helpers.tiny_model import export_tiny_version, synthetic_faces
 from tests.modelserver.conftest import LABELS, MODEL_NAME, POLL_SECONDS
 
@@ -317,18 +317,12 @@ def test_serve_model_rejects_a_bad_setting_in_one_line(
     assert error.count("\n") == 1 and named in error
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def test_serve_model_serves_then_stops_cleanly_on_sigterm(
     model_base: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    port = _free_port()
+    port = free_port()
     monkeypatch.setenv("MODELSERVER_PORT", "1")  # the flag must win over this
     monkeypatch.setenv("MODELSERVER_MODEL_BASE", str(model_base))
     served: list[int] = []
@@ -351,7 +345,8 @@ def test_serve_model_serves_then_stops_cleanly_on_sigterm(
     worker = threading.Thread(target=use_then_terminate)
     try:
         worker.start()
-        assert main(["--port", str(port), "--poll-seconds", "0.2"]) == 0
+        # float32: the bfloat16 rewrite is process-wide, so it is tested in a server process of its own
+        assert main(["--port", str(port), "--poll-seconds", "0.2", "--precision", "float32"]) == 0
     finally:
         worker.join(timeout=60)
         for sig, handler in handlers.items():

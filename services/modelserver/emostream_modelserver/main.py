@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from emostream.lifecycle import stop_on_signals
 from emostream.settings import load
+from emostream_modelserver.precision import Precision, PrecisionError, apply_precision
 
 log = logging.getLogger("emostream_modelserver")
 SHUTDOWN_GRACE_SECONDS = 5.0
@@ -26,6 +27,9 @@ class ModelServerSettings(BaseSettings):
     host: str = Field("127.0.0.1", min_length=1, description="address to bind")
     port: int = Field(8500, ge=0, le=65535, description="gRPC port, 0 for any free one")
     poll_seconds: float = Field(1.0, gt=0, le=3600, description="how often to look for new versions")
+    precision: Precision = Field(
+        "auto", description="compute precision: auto is bfloat16 on CPUs with AVX512-BF16 or AMX, else float32"
+    )
     log_level: str = Field(
         "INFO",
         pattern="^(DEBUG|INFO|WARNING|ERROR)$",
@@ -44,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if not settings.model_base.is_dir():
         log.warning("model base %s does not exist yet; waiting for a version to appear", settings.model_base)
+    try:
+        computing = apply_precision(settings.precision)
+    except PrecisionError as error:
+        print(f"emostream serve-model: {error}", file=sys.stderr)
+        return 2
+    log.info("computing in %s (precision %s)", computing, settings.precision)
     # TensorFlow is imported here so that `--help` and bad flags answer without its slow start.
     from emostream_modelserver.server import start_server
 

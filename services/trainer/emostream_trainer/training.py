@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from emostream.cpu import computes_bfloat16
 from emostream_trainer.dataset import Dataset
 from emostream_trainer.model import make_model
 
@@ -69,11 +70,7 @@ def build_model(recipe: Recipe, num_classes: int, augment: bool = True, folded: 
 
 def bfloat16_is_fast() -> bool:
     """Whether this CPU computes bfloat16 natively; elsewhere mixed bfloat16 is emulated and slower than float32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    return computes_bfloat16()
 
 
 def serve_indices(train_labels: tuple[str, ...], serve_labels: tuple[str, ...]) -> list[int]:

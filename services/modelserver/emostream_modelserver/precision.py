@@ -1,0 +1,40 @@
+"""Serving precision: float32 SavedModels rewritten to bfloat16 at load, where the CPU computes it natively.
+
+This is TensorFlow's grappler pass `auto_mixed_precision_onednn_bfloat16`, the one TF Serving
+turns on with `--mixed_precision=bfloat16`. The exported model stays float32, so one
+artifact serves every CPU; on an AMX CPU the rewrite makes it several times faster.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from emostream.cpu import computes_bfloat16
+
+Precision = Literal["auto", "float32", "bfloat16"]
+
+
+class PrecisionError(ValueError):
+    """bfloat16 asked for on a CPU without it: oneDNN cannot build its convolutions there."""
+
+
+def resolve(choice: Precision, native_bfloat16: bool) -> Literal["float32", "bfloat16"]:
+    """`auto` is bfloat16 exactly where the CPU computes it natively."""
+    if choice == "bfloat16" and not native_bfloat16:
+        raise PrecisionError(
+            "precision bfloat16 needs a CPU with AVX512-BF16 or AMX (no avx512_bf16 or amx_bf16 in /proc/cpuinfo); "
+            "use auto or float32"
+        )
+    if choice == "auto":
+        return "bfloat16" if native_bfloat16 else "float32"
+    return choice
+
+
+def apply_precision(choice: Precision) -> Literal["float32", "bfloat16"]:
+    """Resolve `choice` for this CPU and configure TensorFlow for it; call before any model loads."""
+    precision = resolve(choice, computes_bfloat16())
+    if precision == "bfloat16":
+        import tensorflow as tf
+
+        tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
+    return precision
