@@ -14,6 +14,7 @@ from emostream_trainer.evaluate_command import read_version_folder, saved_model_
 
 from tests.helpers.tiny_model import export_tiny_version, synthetic_faces
 from tests.trainer.data import write_folder_dataset
+from tests.trainer.test_train_command import saved_weight_count
 
 LABELS = ("happy", "neutral", "fear")
 
@@ -55,6 +56,7 @@ def test_ensemble_exports_a_served_version_with_members_and_score_in_its_card(
     assert [member["folder"] for member in card["ensemble_of"]] == [str(first), str(second)]
     assert card["validation_accuracy"] == printed["validation_scores"]["accuracy"] == 1.0
     assert not [p.name for p in base.iterdir() if p.name != "1"]  # no staging folder left behind
+    assert saved_weight_count(base / "1") == saved_weight_count(first) + saved_weight_count(second)
 
     server = start_server(base, "emotion", port=0, poll_seconds=0.2)
     try:

@@ -88,6 +88,22 @@ def test_saved_model_signature_contract(two_runs: TwoRuns) -> None:
     assert np.all(probabilities.numpy() >= 0)
 
 
+def saved_weight_count(folder: Path) -> int:
+    """Numbers stored in a SavedModel's variables checkpoint."""
+    import tensorflow as tf
+
+    shapes = tf.train.load_checkpoint(str(folder / "variables" / "variables")).get_variable_to_shape_map()
+    return sum(int(np.prod(shape)) for key, shape in shapes.items() if key != "_CHECKPOINTABLE_OBJECT_GRAPH")
+
+
+def test_each_weight_is_saved_once(two_runs: TwoRuns) -> None:
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(two_runs.base / "1"))  # held: its variables live as long as it does
+    read = sum(int(np.prod(variable.shape)) for variable in loaded.signatures["serving_default"].variables)
+    assert read > 0 and saved_weight_count(two_runs.base / "1") == read
+
+
 def test_same_seed_gives_identical_weights_and_probabilities(two_runs: TwoRuns) -> None:
     import tensorflow as tf
 

@@ -36,21 +36,21 @@ def write_averaged_saved_model(members: list[Path], labels: tuple[str, ...], tar
     """A SavedModel whose serving_default returns the members' mean probabilities, in `labels` order."""
     import tensorflow as tf
 
+    from emostream_trainer.export import save_serving_function
     from emostream_trainer.model import INPUT_SHAPE
 
-    module = tf.Module()
-    module.members = [tf.saved_model.load(str(folder)) for folder in members]
+    loaded = [tf.saved_model.load(str(folder)) for folder in members]
     orders = [[read_version_folder(folder)[0].index(label) for label in labels] for folder in members]
 
     @tf.function(input_signature=[tf.TensorSpec([None, *INPUT_SHAPE], tf.uint8, name="image")])
     def serve(image: tf.Tensor) -> dict[str, tf.Tensor]:
         outputs = [
             tf.gather(member.signatures["serving_default"](image=image)["probabilities"], order, axis=1)
-            for member, order in zip(module.members, orders, strict=True)
+            for member, order in zip(loaded, orders, strict=True)
         ]
         return {"probabilities": tf.add_n(outputs) / len(outputs)}
 
-    tf.saved_model.save(module, str(target), signatures={"serving_default": serve})
+    save_serving_function(serve.get_concrete_function(), target)
 
 
 def member_summary(folder: Path) -> dict[str, Any]:

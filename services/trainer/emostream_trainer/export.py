@@ -49,16 +49,22 @@ def serving_copy(model: keras.Model, num_classes: int, recipe: Recipe) -> keras.
 def write_saved_model(model: keras.Model, indices: list[int], target: Path) -> None:
     """SavedModel whose serving_default maps uint8 `image` [N,48,48,1] to `probabilities` [N,K]."""
 
+    @tf.function(input_signature=[tf.TensorSpec([None, *INPUT_SHAPE], tf.uint8, name="image")])
     def serve(image: tf.Tensor) -> dict[str, tf.Tensor]:
         logits = flip_averaged_logits(model, tf.cast(image, tf.float32) / 255.0)
         return {"probabilities": tf.nn.softmax(tf.gather(logits, indices, axis=1), axis=-1)}
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(
-        "serving_default", serve, input_signature=[tf.TensorSpec([None, *INPUT_SHAPE], tf.uint8, name="image")]
-    )
-    archive.write_out(str(target), verbose=False)
+    save_serving_function(serve.get_concrete_function(), target)
+
+
+def save_serving_function(serve: Any, target: Path) -> None:
+    """Save `serve` (a concrete function) as serving_default with exactly the variables it reads.
+
+    Keras' ExportArchive stored every weight twice (its `variables` and `_all_variables` lists).
+    """
+    root = tf.Module()
+    root.weights = list(serve.variables)
+    tf.saved_model.save(root, str(target), signatures={"serving_default": serve})
 
 
 def export_version(
