@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
             shutil.copytree(built, target, dirs_exist_ok=True)
 
         final = write_version(copy_built, labels, args.model_base, card)
-    print(json.dumps({"exported": str(final), **{k: card[k] for k in ("validation_scores",) if k in card}}))
+    print(json.dumps({"exported": str(final), "validation_scores": card.get("validation_scores")}))
     return 0
 
 

@@ -109,8 +109,9 @@ def _teacher_targets(teachers: list[Path], data: Dataset) -> np.ndarray | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from emostream.cpu import computes_bfloat16
     from emostream_trainer.export import export_version, serving_copy
-    from emostream_trainer.training import Recipe, bfloat16_is_fast, predict_served, serve_indices, train
+    from emostream_trainer.training import Recipe, predict_served, serve_indices, train
 
     serve = tuple(label.strip() for label in args.labels.split(",") if label.strip())
     trained = FER_CLASSES if args.train_on == "all" else serve
@@ -136,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         class_weight_power=default_class_weight_power(args.train_on)
         if args.class_weight_power is None
         else args.class_weight_power,
-        mixed_precision=bfloat16_is_fast() and not args.float32,
+        mixed_precision=computes_bfloat16() and not args.float32,
         seed=args.seed,
         teachers=tuple(str(path) for path in args.teacher),
         distill_weight=args.distill_weight if args.teacher else 0.0,

@@ -12,7 +12,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from emostream.cpu import computes_bfloat16
 from emostream_trainer.dataset import Dataset
 from emostream_trainer.model import make_model
 
@@ -66,11 +65,6 @@ def build_model(recipe: Recipe, num_classes: int, augment: bool = True, folded: 
         augment=augment,
         folded=folded,
     )
-
-
-def bfloat16_is_fast() -> bool:
-    """Whether this CPU computes bfloat16 natively; elsewhere mixed bfloat16 is emulated and slower than float32."""
-    return computes_bfloat16()
 
 
 def serve_indices(train_labels: tuple[str, ...], serve_labels: tuple[str, ...]) -> list[int]:
