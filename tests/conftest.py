@@ -99,8 +99,16 @@ def model_server(tiny_model_base: Path) -> Iterator[RunningServer]:
 
 
 @pytest.fixture(scope="session")
-def detector_model_path() -> Path:
-    """MediaPipe's short-range face model, fetched and checked (cached after the first run)."""
-    from emostream_detector.model_file import default_path, fetch
+def detector_models() -> dict[object, Path]:
+    """MediaPipe's face detector models by ModelFile, fetched and checked (cached after the first run)."""
+    from emostream_detector.model_file import default_dir, fetch
 
-    return fetch(Path(os.environ.get("DETECTOR_MODEL_PATH", default_path())))
+    return dict(fetch(Path(os.environ.get("DETECTOR_MODEL_DIR", default_dir()))))
+
+
+@pytest.fixture(scope="session")
+def detector_model_path(detector_models: dict[object, Path]) -> Path:
+    """MediaPipe's short-range face model; its folder holds the full-range one too."""
+    from emostream_detector.model_file import NEAR
+
+    return detector_models[NEAR]

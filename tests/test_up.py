@@ -43,7 +43,7 @@ def run_up(args: list[str], redis_url: str, detector_model_path: Path, cwd: Path
     env = {
         **os.environ,
         "EMOSTREAM_REDIS_URL": redis_url,
-        "DETECTOR_MODEL_PATH": str(detector_model_path),
+        "DETECTOR_MODEL_DIR": str(detector_model_path.parent),
         "TF_CPP_MIN_LOG_LEVEL": "3",
         "GLOG_minloglevel": "2",
     }

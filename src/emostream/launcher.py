@@ -252,9 +252,10 @@ def run(settings: UpSettings) -> int:
         start = last_event_id(client)  # before any service starts: no event of this run is missed
         sources = settings.sources or default_sources(scratch)
         cameras = camera_ids(sources)
-        from emostream_detector.model_file import default_path, fetch
+        from emostream_detector.model_file import default_dir, fetch
 
-        detector_model = str(fetch(Path(os.environ.get("DETECTOR_MODEL_PATH", default_path()))))
+        detector_models = Path(os.environ.get("DETECTOR_MODEL_DIR", default_dir()))
+        fetch(detector_models)
         target = start_model_server(settings, children)
         wait_for_model(target, settings.model_name)
         commands = {"classifier": "classify", "detector": "detect"}
@@ -264,7 +265,7 @@ def run(settings: UpSettings) -> int:
                 "CLASSIFIER_MODEL_NAME": settings.model_name,
                 "CLASSIFIER_MODEL_BASE": str(settings.model_base),
             },
-            "detector": {"DETECTOR_MODEL_PATH": detector_model},
+            "detector": {"DETECTOR_MODEL_DIR": str(detector_models)},
         }
         replicas = [("classifier", f"classifier-{i + 1}") for i in range(settings.classifiers)]
         replicas += [("detector", f"detector-{i + 1}") for i in range(settings.detectors)]

@@ -107,16 +107,15 @@ def test_healthcheck(service: str) -> None:
         assert "8500" in command
 
 
-def test_detector_bakes_in_the_verified_model() -> None:
+def test_detector_bakes_in_the_verified_models() -> None:
     runtime = dockerfile("detector").final_stage()
-    model_path = runtime.env()["DETECTOR_MODEL_PATH"]
+    model_dir = runtime.env()["DETECTOR_MODEL_DIR"]
     fetch = [shlex.split(r) for r in runtime.all("RUN") if "fetch-detector-model" in r]
     assert len(fetch) == 1
     words = fetch[0]
     start = words.index("emostream")
     assert words[start + 1] == "fetch-detector-model" and "fetch-detector-model" in COMMANDS
-    assert words[words.index("--dest") + 1] in (model_path, "$DETECTOR_MODEL_PATH")
-    assert model_path.endswith("face_detection_short_range.tflite")
+    assert words[words.index("--dir") + 1] in (model_dir, "$DETECTOR_MODEL_DIR")
 
 
 @pytest.mark.parametrize("service", ["capture", "detector"])

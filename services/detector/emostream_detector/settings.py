@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from emostream.settings import CommonSettings
-from emostream_detector.model_file import default_path
+from emostream_detector.model_file import default_dir
+
+DetectorRange = Literal["near", "far", "auto"]
 
 
 class DetectorSettings(CommonSettings):
@@ -16,9 +19,21 @@ class DetectorSettings(CommonSettings):
 
     model_config = SettingsConfigDict(extra="forbid", env_prefix="DETECTOR_")
 
-    model_path: Path = Field(
-        default_factory=default_path,
-        description="face_detection_short_range.tflite; fetched and checked on first use when missing",
+    model_dir: Path = Field(
+        default_factory=default_dir,
+        description="folder of MediaPipe's face detector models; fetched and checked on first use when missing",
+    )
+    range: DetectorRange = Field(
+        "auto",
+        description="near: faces of a fifth of the frame or more (a webcam), whole frame only; "
+        "far: faces down to --min-face-px (a room), tiles and known faces; auto: both",
+    )
+    min_face_px: int = Field(48, ge=16, le=4096, description="smallest face side (pixels) that far and auto look for")
+    refresh_tiles: float = Field(
+        0.5, ge=0.0, le=64.0, description="tiles searched in turn per frame, so still faces are found (far, auto)"
+    )
+    whole_frame_model: Literal["short", "full"] = Field(
+        "short", description="auto's whole-frame pass: the short-range model, or the full-range one"
     )
     min_score: float = Field(0.5, ge=0.0, le=1.0, description="lowest detector score kept")
     margin: float = Field(0.25, ge=0.0, le=1.0, description="square crop side = (1 + margin) * longer box side")
