@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from emostream_detector.blazeface import BlazeFace, iou, weighted_nms
+from emostream_detector.blazeface import NMS_IOU, BlazeFace, iou, weighted_nms
 from emostream_detector.tiling import Level, Tile, around, cover_region, face_levels, levels, whole
 
 TRACK_SHARE = 0.4  # a known face fills this share of its window: room to move, and in the model's best range
@@ -104,7 +104,7 @@ class TiledSearch:
         fresh = weighted_nms(np.concatenate(found)) if found else NO_FACES
         fresh = fresh[[row[4] >= self.new_face_score or overlaps(row, view.faces) for row in fresh]]
         fresh = fresh[[not below_a_larger_face(row, fresh) for row in fresh]]
-        carried = plan.carried[[not np.any(iou(face[:4], fresh[:, :4]) > 0.3) for face in plan.carried]]
+        carried = plan.carried[[not overlaps(face, fresh) for face in plan.carried]]
         view.faces = np.concatenate([fresh, carried[:, :5]])
         view.ages = np.concatenate([np.zeros(len(fresh), np.int64), carried[:, 5].astype(np.int64) + 1])
         return view.faces
@@ -121,7 +121,7 @@ class TiledSearch:
         if before is None or before.shape != small.shape:
             return Plan([], NO_CARRIED, tiles, [])
         mask = (cv2.absdiff(small, before) > MOTION_LEVEL).astype(np.uint8)
-        unseen = [i for i, face in enumerate(view.faces) if not np.any(iou(face[:4], seen[:, :4]) > 0.3)]
+        unseen = [i for i, face in enumerate(view.faces) if not overlaps(face, seen)]
         still = [i for i in unseen if view.ages[i] < MAX_CARRY and not moved_in(mask, view.faces[i])]
         carried = np.column_stack([view.faces[still], view.ages[still]]) if still else NO_CARRIED
         tracked = [around(view.faces[i], TRACK_SHARE) for i in unseen if i not in still]
@@ -165,7 +165,8 @@ def below_a_larger_face(face: np.ndarray, faces: np.ndarray) -> bool:
 
 
 def overlaps(face: np.ndarray, known: np.ndarray) -> bool:
-    return bool(np.any(iou(face[:4], known[:, :4]) > 0.3))
+    """Whether a face is one of `known` (IoU over MediaPipe's suppression threshold)."""
+    return bool(np.any(iou(face[:4], known[:, :4]) > NMS_IOU))
 
 
 def moved_in(mask: np.ndarray, face: np.ndarray) -> bool:
