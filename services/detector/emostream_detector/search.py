@@ -28,6 +28,7 @@ MOTION_LEVEL = 14  # grey levels of change that count as motion
 MOTION_MARGIN = 0.25  # a changed region is searched this share of a face size beyond its edges
 EDGE_PX = 2  # a box this close to a window's edge inside the frame is cut by it
 MAX_CARRY = 15  # a still face is searched again at least this often (frames), so a stale box cannot linger
+SURE_SCORE = 0.8  # a new face scoring less is looked at again, centred, before it is believed
 BODY_RATIO = 1.6  # a face this much larger makes a small "face" under its chin part of its body
 MAX_CAMERAS = 1024  # per-camera memory is bounded: the least recently seen camera is forgotten
 
@@ -102,7 +103,7 @@ class TiledSearch:
         plan = self.plan(grey, view, seen)
         found += [self._search(bgr, window) for window in plan.windows()]
         fresh = weighted_nms(np.concatenate(found)) if found else NO_FACES
-        fresh = fresh[[row[4] >= self.new_face_score or overlaps(row, view.faces) for row in fresh]]
+        fresh = fresh[[overlaps(row, view.faces) or self._confirmed(bgr, row) for row in fresh]]
         fresh = fresh[[not below_a_larger_face(row, fresh) for row in fresh]]
         carried = plan.carried[[not overlaps(face, fresh) for face in plan.carried]]
         view.faces = np.concatenate([fresh, carried[:, :5]])
@@ -134,6 +135,15 @@ class TiledSearch:
         """The next tiles in turn: `refresh_tiles` a frame on average (a fraction means every few frames)."""
         start, view.refresh = int(view.refresh), view.refresh + self.refresh_tiles
         return [tiles[i % len(tiles)] for i in range(start, int(view.refresh))]
+
+    def _confirmed(self, bgr: np.ndarray, face: np.ndarray) -> bool:
+        """A new face scores `new_face_score`; a doubtful one (under SURE_SCORE) again in a window centred on it."""
+        if face[4] < self.new_face_score:
+            return False
+        if face[4] >= SURE_SCORE:
+            return True
+        again = self._search(bgr, around(face, TRACK_SHARE))
+        return bool(np.any((again[:, 4] >= self.new_face_score) & (iou(face[:4], again[:, :4]) > NMS_IOU)))
 
     def _search(self, bgr: np.ndarray, window: Tile, model: BlazeFace | None = None) -> np.ndarray:
         self.calls += 1
