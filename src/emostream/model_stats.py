@@ -47,7 +47,7 @@ def bucket(latency_ms: float) -> str:
 
 def percentile(histogram: Mapping[str, float], q: float) -> float | None:
     """Upper bound (ms) of the bucket holding the q-th percentile; None without samples."""
-    counts = [(bound, histogram.get(f"le_{bound}", 0.0)) for bound in BUCKETS_MS]
+    counts: list[tuple[float, float]] = [(bound, histogram.get(f"le_{bound}", 0.0)) for bound in BUCKETS_MS]
     counts.append((float("inf"), histogram.get("le_inf", 0.0)))
     total = sum(n for _, n in counts)
     if total <= 0:

@@ -246,7 +246,9 @@ def test_moving_a_label_fails_no_request(labelled: tuple[RunningServer, Path]) -
             crops = synthetic_faces(2, 4, seed=5)
             while not stop.is_set():
                 try:
-                    seen.append(predict.Predict(request_for(crops, label="stable"), timeout=10).model_spec.version.value)
+                    seen.append(
+                        predict.Predict(request_for(crops, label="stable"), timeout=10).model_spec.version.value
+                    )
                 except grpc.RpcError as error:
                     failures.append(f"{error.code()}: {error.details()}")
 
@@ -269,7 +271,7 @@ def test_moving_a_label_fails_no_request(labelled: tuple[RunningServer, Path]) -
 
 
 def test_reload_config_over_grpc_applies_and_refuses_like_the_file(labelled: tuple[RunningServer, Path]) -> None:
-    server, config = labelled
+    server, _ = labelled
     server.registry.stop()  # only the RPC changes the config in this test: stop the file poller first
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         models = model_service_pb2_grpc.ModelServiceStub(channel)

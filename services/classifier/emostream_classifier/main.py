@@ -11,9 +11,9 @@ import numpy as np
 import redis
 
 from emostream import names
-from emostream.model_stats import record_served
 from emostream.connection import RedisUnavailable, connect
 from emostream.lifecycle import run_until_stopped, stop_on_signals
+from emostream.model_stats import record_served
 from emostream.settings import load
 from emostream.streams import Consumer, Entry, Message, Once, publish_once
 from emostream.telemetry import Meter, setup_logging

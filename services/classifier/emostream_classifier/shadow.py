@@ -10,6 +10,7 @@ shadow sleeps and asks again every `idle_recheck_s`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import random
@@ -76,10 +77,8 @@ class Shadow:
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the worker after what it holds; the served path never waits for it."""
-        try:
+        with contextlib.suppress(queue.Full):
             self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            pass
         self._thread.join(timeout)
         self.serving.close()
 

@@ -135,7 +135,7 @@ class ServingClient:
         return self._prediction(response, len(crops))
 
     def describe(self) -> str:
-        """"model 'emotion'", with the label it asks for if any."""
+        """ "model 'emotion'", with the label it asks for if any."""
         label = f" label '{self.version_label}'" if self.version_label else ""
         return f"model '{self.model_name}'{label}"
 
@@ -152,8 +152,8 @@ class ServingClient:
             )
         return Prediction(probabilities, int(response.model_spec.version.value))
 
-    def model_version(self) -> int:
-        """The newest AVAILABLE version, from GetModelStatus; ServingError if none is."""
+    def available_versions(self) -> list[int]:
+        """Versions AVAILABLE now, from GetModelStatus (newest first); ServingError if the call fails."""
         request = get_model_status_pb2.GetModelStatusRequest()
         request.model_spec.name = self.model_name
         try:
@@ -161,10 +161,14 @@ class ServingClient:
         except grpc.RpcError as error:
             raise _rpc_error(f"GetModelStatus on {self.target} model '{self.model_name}'", error) from error
         available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
-        versions = [s.version for s in response.model_version_status if s.state == available]
+        return sorted((int(s.version) for s in response.model_version_status if s.state == available), reverse=True)
+
+    def model_version(self) -> int:
+        """The newest AVAILABLE version, from GetModelStatus; ServingError if none is."""
+        versions = self.available_versions()
         if not versions:
             raise ServingError(f"model '{self.model_name}' on {self.target} has no AVAILABLE version")
-        return int(max(versions))
+        return versions[0]
 
     def wait_ready(self, timeout: float) -> None:
         """Poll GetModelStatus until a version is AVAILABLE; ServingNotReady after `timeout` seconds.

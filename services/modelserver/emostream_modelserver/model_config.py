@@ -77,7 +77,9 @@ def _policy(config: model_server_config_pb2.ModelConfig) -> VersionPolicy:
 def entries(config: model_server_config_pb2.ModelServerConfig) -> list[ModelEntry]:
     """The models of a config, checked as TF Serving's ValidateModelConfigList and GetPlatform do."""
     if config.WhichOneof("config") == "custom_model_config":
-        raise ConfigError(grpc.StatusCode.INVALID_ARGUMENT, "custom_model_config is not supported; use model_config_list")
+        raise ConfigError(
+            grpc.StatusCode.INVALID_ARGUMENT, "custom_model_config is not supported; use model_config_list"
+        )
     found: list[ModelEntry] = []
     for model in config.model_config_list.config:
         if any(entry.name == model.name for entry in found):
