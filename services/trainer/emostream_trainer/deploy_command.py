@@ -194,8 +194,9 @@ def gate(place: Place, served: int, candidate: int, args: argparse.Namespace) ->
     from emostream_trainer.gate import Tolerances, compare, summary_line
 
     tolerances = Tolerances(args.tolerance_accuracy, args.tolerance_recall, args.tolerance_fear, args.tolerance_ece)
-    validation = args.validation or Path(card(place.base / str(candidate)).get("validation", ""))
-    if not str(validation) or not validation.is_dir():
+    recorded = card(place.base / str(candidate)).get("validation")  # what it was trained against
+    validation = args.validation or (Path(recorded) if recorded else None)
+    if validation is None or not validation.is_dir():
         raise DeployError("the gate needs validation data: pass --validation DIR (class folders), or --force")
     datasets = [("validation", validation)]
     crops = args.crops or (DEFAULT_CROPS if DEFAULT_CROPS.is_dir() else None)
