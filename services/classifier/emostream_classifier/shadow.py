@@ -48,7 +48,7 @@ class Shadow:
         share: float,
         *,
         queue_batches: int = 4,
-        idle_recheck_s: float = 10.0,
+        idle_recheck_s: float = 2.0,
         seed: int | None = None,
     ) -> None:
         self.client = client

@@ -166,6 +166,7 @@ def add_candidate(place: Place, version: int) -> str:
     labels = {k: v for k, v in current.labels.items() if k != CANARY}
     keep = [v for v in current.loaded if v != current.canary]
     load_then_label(place, Roles(current.base_path, keep, labels), version, CANARY, keep)
+    wait_label(place, CANARY, version)
     return (
         f"version {version} is the candidate (label '{CANARY}'); version {current.stable} stays served. "
         f"`emostream deploy shadow` compares them on live traffic; `emostream deploy promote` serves it"
