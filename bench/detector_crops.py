@@ -23,12 +23,15 @@ import numpy as np
 from pipeline import FACE_SIDE, FRAME_H, FRAME_W, LABELS, SLOTS, load_faces
 
 
-def frames(faces: list[tuple[np.ndarray, str]], count: int) -> list[tuple[np.ndarray, list[tuple[tuple[int, int], str]]]]:
+Placed = list[tuple[tuple[int, int], str]]
+
+
+def frames(faces: list[tuple[np.ndarray, str]], count: int) -> list[tuple[np.ndarray, Placed]]:
     """The benchmark's frames with, per frame, each face's top-left corner and label."""
     out = []
     for seq in range(count):
         frame = np.full((FRAME_H, FRAME_W, 3), 90, dtype=np.uint8)
-        placed = []
+        placed: Placed = []
         for slot, (x, y) in enumerate(SLOTS):
             grey, label = faces[(seq // 5 * len(SLOTS) + slot) % len(faces)]
             big = cv2.resize(grey, (FACE_SIDE, FACE_SIDE), interpolation=cv2.INTER_CUBIC)

@@ -192,12 +192,10 @@ def start_model_server(settings: UpSettings, children: Children) -> str:
     port = free_port()
     config = model_config(settings)
     # The config names the folder as TF Serving sees it in compose; here it is the local model base.
-    serving = (
-        ["--model-config-file", str(config), "--config-base-path", str(settings.model_base.resolve())]
-        + ["--allow-version-labels-for-unavailable-models"]
-        if config is not None
-        else ["--model-base", str(settings.model_base)]
-    )
+    serving = ["--model-base", str(settings.model_base)]
+    if config is not None:
+        serving = ["--model-config-file", str(config), "--config-base-path", str(settings.model_base.resolve())]
+        serving.append("--allow-version-labels-for-unavailable-models")  # labels apply while versions load
     children.emostream(
         "model server",
         ["serve-model", *serving, "--model-name", settings.model_name, "--port", str(port)],
