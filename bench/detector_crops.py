@@ -22,7 +22,6 @@ import cv2
 import numpy as np
 from pipeline import FACE_SIDE, FRAME_H, FRAME_W, LABELS, SLOTS, load_faces
 
-
 Placed = list[tuple[tuple[int, int], str]]
 
 
