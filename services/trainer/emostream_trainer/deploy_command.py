@@ -437,10 +437,15 @@ def main(argv: list[str]) -> int:
     shadow_parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     place = place_of(args)
+    import redis
+
     try:
         return run(args, place)
-    except DeployError as error:
+    except (DeployError, ServingConfigError) as error:
         print(f"emostream deploy: {error}", file=sys.stderr)
+        return 2
+    except redis.RedisError as error:  # the shadow report and the watch read the classifiers' counters
+        print(f"emostream deploy: cannot read the classifiers' counters at {args.redis_url}: {error}", file=sys.stderr)
         return 2
 
 
