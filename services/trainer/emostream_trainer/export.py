@@ -19,7 +19,8 @@ from emostream_trainer.training import Recipe, build_model, flip_averaged_logits
 LABELS_FILE = "labels.txt"
 MODEL_CARD = "model_card.json"
 RETIRED = ".retired"
-"""Rolled-back versions live in `<base>/.retired/`: servers load numeric folder names only."""
+"""Versions moved out of the base by hand (or by earlier deploy tools) live in `<base>/.retired/`,
+which servers never read; their numbers stay taken."""
 
 
 def numbered_versions(base: Path) -> list[int]:
