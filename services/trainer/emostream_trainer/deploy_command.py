@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from emostream_trainer.export import MODEL_CARD, RETIRED, next_version, numbered_versions
 from emostream_trainer.serving_config import CANARY, STABLE, Roles, ServingConfigError, read_roles, write_roles
+from emostream_trainer.version_folders import MODEL_CARD, RETIRED, next_version, numbered_versions
 
 DEFAULT_CONFIG = Path("models/models.config")
 DEFAULT_TARGET = "127.0.0.1:8500"
