@@ -474,12 +474,22 @@ def run(args: argparse.Namespace, place: Place) -> int:
     return 0
 
 
+def _verdict(gate: dict[str, Any]) -> str:
+    """The gate's last verdict in a few words: passed, or the first regression and how many more."""
+    if not gate:
+        return ""
+    worse = gate.get("worse") or []
+    if not worse:
+        return f"passed against {gate.get('against')}"
+    more = f" (+{len(worse) - 1} more)" if len(worse) > 1 else ""
+    return f"refused against {gate.get('against')}: {worse[0]}{more}"
+
+
 def format_listing(rows: list[dict[str, Any]]) -> str:
     lines = [f"{'version':>7}  {'role':<10} {'validation':>10}  gate"]
     for row in rows:
         accuracy = f"{row['validation_accuracy']:.4f}" if row["validation_accuracy"] is not None else "-"
-        gate = row["gate"] or {}
-        verdict = "" if not gate else ("passed" if not gate.get("worse") else "; ".join(gate["worse"]))
+        verdict = _verdict(row["gate"] or {})
         lines.append(f"{row['version']:>7}  {row['role']:<10} {accuracy:>10}  {verdict}")
     return "\n".join(lines)
 
