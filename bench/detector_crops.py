@@ -12,7 +12,6 @@ These are crops of a public dataset's faces, written only where asked; live face
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 from collections import Counter
@@ -47,11 +46,20 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=1000, help="every 5 frames show 3 new faces")
     args = parser.parse_args()
     from emostream_detector.detection import FaceFinder
-    from emostream_detector.model_file import default_path, fetch
+    from emostream_detector.model_file import FAR, NEAR, fetch
     from emostream_detector.settings import DetectorSettings
 
-    settings = DetectorSettings()
-    finder = FaceFinder(fetch(Path(os.environ.get("DETECTOR_MODEL_PATH", default_path()))), 0.5, settings.margin)
+    settings = DetectorSettings()  # the detector service's own settings (DETECTOR_* variables)
+    models = fetch(settings.model_dir)
+    finder = FaceFinder(
+        models[NEAR],
+        models[FAR] if settings.whole_frame_model == "full" else None,
+        detector_range=settings.range,
+        min_score=settings.min_score,
+        margin=settings.margin,
+        min_face_px=settings.min_face_px,
+        refresh_tiles=settings.refresh_tiles,
+    )
     if args.out.exists():
         shutil.rmtree(args.out)
     written: Counter[str] = Counter()
@@ -59,7 +67,7 @@ def main() -> int:
     for seq, (frame, placed) in enumerate(frames(load_faces(args.data, per_class=200, seed=0), args.frames)):
         if seq % 5:  # a face stays 5 frames: one crop of each is enough
             continue
-        for detection in finder.find(frame):
+        for detection in finder.find(frame, "bench"):
             cx, cy = detection.box.x + detection.box.w / 2, detection.box.y + detection.box.h / 2
             for slot, ((x, y), label) in enumerate(placed):
                 if x <= cx <= x + FACE_SIDE and y <= cy <= y + FACE_SIDE and (seq, slot) not in seen:
