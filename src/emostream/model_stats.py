@@ -127,10 +127,10 @@ def record_shadow(client: redis.Redis, batch: ShadowBatch) -> None:
             add(face_scopes, "candidate_confidence", batch.candidate_confidence[i])
     pipe = client.pipeline(transaction=False)
     for name, amount in counts.items():
-        if float(amount).is_integer():
-            pipe.hincrby(key, name, int(amount))
-        else:
+        if name.endswith("_confidence"):  # sums of probabilities: a float field, even when the sum is whole
             pipe.hincrbyfloat(key, name, amount)
+        else:
+            pipe.hincrby(key, name, int(amount))
     pipe.expire(key, TTL_S)
     pipe.zadd(SHADOW_RUNS, {key: int(time.time() * 1000)})
     pipe.execute()

@@ -394,7 +394,8 @@ def announce_candidate(args: argparse.Namespace, final: Path, prog: str) -> int:
     config = args.model_config or args.model_base.parent / DEFAULT_CONFIG.name
     place = Place(args.model_base, config, "emotion", args.serving_target)
     try:
-        print(f"{prog}: {add_candidate(place, int(final.name))}", flush=True)
+        # stderr: stdout stays the one JSON line scripts parse
+        print(f"{prog}: {add_candidate(place, int(final.name))}", file=sys.stderr, flush=True)
     except (DeployError, ServingConfigError) as error:
         print(f"{prog}: exported {final}, but it is not the candidate: {error}", file=sys.stderr)
         return 2
