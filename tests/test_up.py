@@ -95,14 +95,25 @@ def check_events(result: subprocess.CompletedProcess[str], camera: str, frames: 
     return events
 
 
-def test_up_once_gives_one_event_per_face(
+def test_up_once_gives_one_event_per_face_from_the_stable_version(
     tmp_path: Path,
     redis_url: str,
-    tiny_model_base: Path,
     detector_model_path: Path,
 ) -> None:
+    """The model config beside the base serves version 1 as `stable`, named as the container sees it
+    (/models/emotion); `up` serves that config from the local base, so events come from version 1
+    although version 2 is newer."""
+    from tests.helpers.tiny_model import export_tiny_version
+
+    base = tmp_path / "models" / MODEL_NAME
+    export_tiny_version(base, 1, LABELS)
+    export_tiny_version(base, 2, LABELS)
+    (base.parent / "models.config").write_text(
+        'model_config_list { config { name: "emotion" base_path: "/models/emotion" model_platform: "tensorflow" '
+        'model_version_policy { specific { versions: 1 } } version_labels { key: "stable" value: 1 } } }\n'
+    )
     video = write_video(tmp_path / "hallway.avi", 20)
-    result = run_up(["--model-base", str(tiny_model_base), str(video)], redis_url, detector_model_path, tmp_path)
+    result = run_up(["--model-base", str(base), str(video)], redis_url, detector_model_path, tmp_path)
     check_events(result, "hallway", 20)
 
 

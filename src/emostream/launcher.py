@@ -48,6 +48,11 @@ class UpSettings(CommonSettings):
     loop: bool = Field(False, description="replay finite sources forever")
     model_base: Path = Field(Path("models/emotion"), description="model base path served to the classifier")
     model_name: str = Field("emotion", min_length=1, description="model name")
+    model_config_file: Path | None = Field(
+        None,
+        description="TF Serving model config naming the served (stable) and candidate (canary) versions "
+        "(default: models.config beside the model base, if there is one)",
+    )
     serving_target: str = Field(
         "", description="use this running TF Serving (host:port) instead of starting the project's model server"
     )
@@ -169,6 +174,14 @@ def default_sources(scratch: Path) -> list[str]:
     return [f"demo={write_demo(scratch / 'demo')}"]
 
 
+def model_config(settings: UpSettings) -> Path | None:
+    """The model config to serve from: the one given, else models.config beside the base if present."""
+    if settings.model_config_file is not None:
+        return settings.model_config_file
+    beside = settings.model_base.parent / "models.config"
+    return beside if beside.is_file() else None
+
+
 def start_model_server(settings: UpSettings, children: Children) -> str:
     if settings.serving_target:
         return settings.serving_target
@@ -177,17 +190,15 @@ def start_model_server(settings: UpSettings, children: Children) -> str:
             f"{PROG}: no model at {settings.model_base}; train one with `emostream train` or pass --model-base"
         )
     port = free_port()
+    config = model_config(settings)
+    # The config names the folder as TF Serving sees it in compose; here it is the local model base.
+    serving = ["--model-base", str(settings.model_base)]
+    if config is not None:
+        serving = ["--model-config-file", str(config), "--config-base-path", str(settings.model_base.resolve())]
+        serving.append("--allow-version-labels-for-unavailable-models")  # labels apply while versions load
     children.emostream(
         "model server",
-        [
-            "serve-model",
-            "--model-base",
-            str(settings.model_base),
-            "--model-name",
-            settings.model_name,
-            "--port",
-            str(port),
-        ],
+        ["serve-model", *serving, "--model-name", settings.model_name, "--port", str(port)],
     )
     return f"127.0.0.1:{port}"
 
@@ -264,6 +275,8 @@ def run(settings: UpSettings) -> int:
                 "CLASSIFIER_SERVING_TARGET": target,
                 "CLASSIFIER_MODEL_NAME": settings.model_name,
                 "CLASSIFIER_MODEL_BASE": str(settings.model_base),
+                # With a model config the classifiers ask for the served label and shadow the candidate.
+                "CLASSIFIER_VERSION_LABEL": "stable" if model_config(settings) is not None else "",
             },
             "detector": {"DETECTOR_MODEL_DIR": str(detector_models)},
         }

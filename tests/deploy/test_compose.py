@@ -8,7 +8,7 @@ import re
 import shutil
 import subprocess
 import tomllib
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -266,25 +266,36 @@ def test_profiles(services: dict[str, dict[str, Any]]) -> None:
 # --- models ----------------------------------------------------------------------------------------
 
 
-def test_tfserving_serves_the_model_base(services: dict[str, dict[str, Any]]) -> None:
+def test_tfserving_serves_the_model_config(services: dict[str, dict[str, Any]]) -> None:
+    from emostream_trainer.serving_config import read_roles
+
     tfserving = services["tfserving"]
     model_name = environment(tfserving)["MODEL_NAME"]
-    # The image serves ${MODEL_BASE_PATH:-/models}/${MODEL_NAME}.
-    model_volume = next(v for v in volumes(tfserving) if v.target == f"/models/{model_name}")
-    assert model_volume.source == "./models/emotion" and model_volume.read_only
-    assert Path(ROOT / model_volume.source).is_dir()
+    flags = dict(arg.split("=", 1) for arg in tfserving["command"])
+    config_path = PurePosixPath(flags["--model_config_file"])
+    # The folder is mounted, not the file: `emostream deploy` replaces the file by a rename.
+    models = next(v for v in volumes(tfserving) if config_path.is_relative_to(v.target))
+    assert models.source == "./models" and models.read_only
+    roles = read_roles(ROOT / models.source / config_path.relative_to(models.target), model_name)
+    assert roles is not None and roles.stable is not None
+    host_base = Path(models.source) / PurePosixPath(roles.base_path).relative_to(models.target)
+    assert (ROOT / host_base / str(roles.stable) / "saved_model.pb").is_file()
+    assert flags["--allow_version_labels_for_unavailable_models"] == "true"  # else no labelled config starts
+    assert float(flags["--model_config_file_poll_wait_seconds"]) > 0
     assert f"/v1/models/{model_name} " in " ".join(tfserving["healthcheck"]["test"])
 
     classifier = environment(services["classifier"])
     assert classifier["CLASSIFIER_MODEL_NAME"] == model_name
+    assert classifier["CLASSIFIER_VERSION_LABEL"] == "stable"
     # The classifier reads labels from the very folder TF Serving serves, read-only.
     base = next(v for v in volumes(services["classifier"]) if v.target == classifier["CLASSIFIER_MODEL_BASE"])
-    assert base.source == model_volume.source and base.read_only
+    assert Path(base.source) == Path(".") / host_base and base.read_only
 
     trainer = services["trainer"]
     command = trainer["command"]
-    export = next(v for v in volumes(trainer) if v.target == command[command.index("--model-base") + 1])
-    assert export.source == model_volume.source and not export.read_only
+    export_base = PurePosixPath(command[command.index("--model-base") + 1])
+    export = next(v for v in volumes(trainer) if export_base.is_relative_to(v.target))
+    assert export.source == models.source and not export.read_only  # the config beside the base too
     data = next(v for v in volumes(trainer) if v.target == "/data")
     assert data.source == "./data" and data.read_only
     assert all(arg.startswith("/data/") for arg in (command[0], command[command.index("--validation") + 1]))

@@ -191,7 +191,7 @@ def test_health_is_not_serving_until_a_version_loads(tmp_path: Path) -> None:
         (
             lambda: predict_request(np.zeros((1, 48, 48, 1), np.uint8), name="faces"),
             grpc.StatusCode.NOT_FOUND,
-            "model 'faces' not found",
+            "Servable not found for request: Latest(faces)",
         ),
     ],
     ids=["wrong-dtype", "wrong-shape", "missing-batch-dim", "wrong-input-key", "unknown-model"],
@@ -216,13 +216,13 @@ def test_unloaded_version_and_unknown_signature_are_refused(channel: grpc.Channe
     with pytest.raises(grpc.RpcError) as caught:
         stub.Predict(request, timeout=10)
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    assert "version 7" in caught.value.details()
+    assert caught.value.details() == "Servable not found for request: Specific(emotion, 7)"
     request = predict_request(np.zeros((1, 48, 48, 1), np.uint8))
     request.model_spec.signature_name = "classify"
     with pytest.raises(grpc.RpcError) as caught:
         stub.Predict(request, timeout=10)
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "'classify'" in caught.value.details()
+    assert caught.value.details() == 'Serving signature key "classify" not found.'
 
 
 def test_client_raises_serving_error_with_status(server: RunningServer) -> None:

@@ -1,143 +1,181 @@
-"""`emostream deploy`: list, publish (staged, refuses worse models), roll back into .retired."""
+"""`emostream deploy`: candidates in TF Serving's model config, the gate at promotion, rollback, listing.
+
+Real SavedModels (the tiny trained model, and an untrained one that guesses), real data folders of
+synthetic faces. No model server runs here (the serving target answers nothing), so every config
+change is written at once; tests/test_redeploy.py runs the same steps against a live server.
+"""
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
-from emostream_trainer.deploy_command import RETIRED, DeployError, listing, main, publish, rollback
-from emostream_trainer.export import numbered_versions
+from emostream_trainer.deploy_command import DeployError, Place, add_candidate, listing, main, publish, rollback
+from emostream_trainer.serving_config import read_roles
+
+from tests.conftest import free_port
+from tests.helpers.tiny_model import export_tiny_version, synthetic_faces
+
+LABELS = ("happy", "neutral", "fear")
 
 
-def fake_version(folder: Path, accuracy: float | None, revision: str = "abc123") -> Path:
-    """A folder that looks like an exported version (publish only checks saved_model.pb and the card)."""
-    (folder / "assets").mkdir(parents=True)
-    (folder / "variables").mkdir()
-    (folder / "saved_model.pb").write_bytes(b"not really a graph")
-    (folder / "variables" / "variables.index").write_bytes(b"index")
-    (folder / "assets" / "labels.txt").write_text("happy\nneutral\nfear\n")
-    card = {"labels": ["happy", "neutral", "fear"], "code_revision": revision}
-    if accuracy is not None:
-        card["validation_accuracy"] = accuracy
-    (folder / "assets" / "model_card.json").write_text(json.dumps(card))
+def export_untrained_version(base: Path, version: int) -> Path:
+    """A real SavedModel of the same contract whose weights were never trained: it guesses."""
+    import keras
+    from emostream_trainer.export import export_version
+    from emostream_trainer.model import make_model
+
+    keras.utils.set_random_seed(3)
+    model = make_model(len(LABELS), width=4, seed=3, augment=False)
+    card = {"labels": list(LABELS), "source": "untrained"}
+    return export_version(model, list(range(len(LABELS))), LABELS, base, card, version=version)
+
+
+def write_faces(folder: Path, per_class: int, seed: int) -> Path:
+    """Class folders of PNG faces the tiny model classifies right, as `emostream evaluate` reads them."""
+    for index, label in enumerate(LABELS):
+        (folder / label).mkdir(parents=True)
+        for i, face in enumerate(synthetic_faces(index, per_class, seed=seed)):
+            cv2.imwrite(str(folder / label / f"{i}.png"), face[..., 0])
     return folder
 
 
-def children(base: Path) -> list[str]:
-    return sorted(p.name for p in base.iterdir())
+@pytest.fixture
+def place(tmp_path: Path) -> Place:
+    # Nothing listens at the serving target: deploy writes the config without waiting for a server.
+    return Place(tmp_path / "emotion", tmp_path / "models.config", "emotion", f"127.0.0.1:{free_port()}")
 
 
-def test_publish_copies_in_as_next_version_without_leftovers(tmp_path: Path) -> None:
-    base = tmp_path / "emotion"
-    first = publish(fake_version(tmp_path / "a", 0.5), base)
-    assert first == base / "1"
-    second = publish(fake_version(tmp_path / "b", 0.6, "def456"), base)
-    assert second == base / "2"
-    assert children(base) == ["1", "2"]  # no hidden staging folder left
-    assert (second / "saved_model.pb").read_bytes() == b"not really a graph"
-    assert (second / "variables" / "variables.index").is_file()
-    assert (tmp_path / "b" / "saved_model.pb").is_file()  # the source is copied, not moved
-    assert listing(base) == [
-        {
-            "version": 1,
-            "serving": False,
-            "validation_accuracy": 0.5,
-            "labels": ["happy", "neutral", "fear"],
-            "code_revision": "abc123",
-        },
-        {
-            "version": 2,
-            "serving": True,
-            "validation_accuracy": 0.6,
-            "labels": ["happy", "neutral", "fear"],
-            "code_revision": "def456",
-        },
+@pytest.fixture
+def data(tmp_path: Path) -> tuple[Path, Path]:
+    return write_faces(tmp_path / "validation", 12, seed=21), write_faces(tmp_path / "crops", 8, seed=22)
+
+
+def deploy(place: Place, *args: str) -> int:
+    common = ["--model-base", str(place.base), "--model-config", str(place.config)]
+    return main([*common, "--serving-target", place.target, *args])
+
+
+def test_a_new_version_becomes_the_candidate_not_the_served_one(place: Place) -> None:
+    export_tiny_version(place.base, 1, LABELS)
+    assert "served" in add_candidate(place, 1)  # nothing served before: the first version serves
+    export_tiny_version(place.base, 2, LABELS)
+    assert "candidate" in add_candidate(place, 2)
+    roles = read_roles(place.config, "emotion")
+    assert roles is not None
+    assert (roles.labels, roles.loaded) == ({"stable": 1, "canary": 2}, [1, 2])
+    export_tiny_version(place.base, 3, LABELS)
+    add_candidate(place, 3)  # a newer candidate replaces the old one, which retires
+    roles = read_roles(place.config, "emotion")
+    assert roles is not None
+    assert (roles.labels, roles.loaded) == ({"stable": 1, "canary": 3}, [1, 3])
+    assert [(row["version"], row["role"]) for row in listing(place)] == [
+        (1, "served"),
+        (2, "retired"),
+        (3, "candidate"),
     ]
 
 
-def test_publish_refuses_lower_accuracy_unless_forced(tmp_path: Path) -> None:
-    base = tmp_path / "emotion"
-    publish(fake_version(tmp_path / "good", 0.7), base)
-    worse = fake_version(tmp_path / "worse", 0.6)
-    with pytest.raises(DeployError, match=re.escape("0.6000 < serving version 1's 0.7000")):
-        publish(worse, base)
-    assert numbered_versions(base) == [1] and children(base) == ["1"]
-    assert publish(worse, base, force=True) == base / "2"
-    # Without a recorded accuracy there is nothing to compare: published.
-    assert publish(fake_version(tmp_path / "unknown", None), base) == base / "3"
-    assert publish(fake_version(tmp_path / "equal", 0.6), base) == base / "4"  # 0.6 is not below 0.6 (v2)
+def test_publish_copies_a_folder_in_as_the_candidate(place: Place, tmp_path: Path) -> None:
+    export_tiny_version(place.base, 1, LABELS)
+    add_candidate(place, 1)
+    source = export_tiny_version(tmp_path / "elsewhere", 7, LABELS)
+    final, what = publish(source, place)
+    assert final == place.base / "2" and "candidate" in what
+    assert json.loads((final / "assets" / "model_card.json").read_text())["version"] == 2
+    assert sorted(p.name for p in place.base.iterdir()) == ["1", "2"]  # no staging folder left
+    with pytest.raises(DeployError, match=r"no saved_model\.pb"):
+        publish(tmp_path, place)
 
 
-def test_publish_rejects_folder_without_saved_model(tmp_path: Path) -> None:
-    base = tmp_path / "emotion"
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    with pytest.raises(DeployError, match=re.escape("no saved_model.pb")):
-        publish(empty, base)
-    assert numbered_versions(base) == []
-
-
-def test_rollback_retires_newer_versions(tmp_path: Path) -> None:
-    base = tmp_path / "emotion"
-    for n in range(4):
-        publish(fake_version(tmp_path / f"v{n}", 0.5 + n / 10), base)
-    assert rollback(base) == 3
-    assert numbered_versions(base) == [1, 2, 3]
-    assert (base / RETIRED / "4" / "saved_model.pb").is_file()
-    assert rollback(base, to=1) == 1
-    assert numbered_versions(base) == [1]
-    assert sorted(p.name for p in (base / RETIRED).iterdir()) == ["2", "3", "4"]
-    # .retired is not a numeric child, so neither server ever loads from it.
-    assert not RETIRED.isdigit() and children(base) == [RETIRED, "1"]
-    assert listing(base)[-1]["version"] == 1 and listing(base)[-1]["serving"]
-
-
-def test_rollback_errors(tmp_path: Path) -> None:
-    base = tmp_path / "emotion"
-    publish(fake_version(tmp_path / "only", 0.5), base)
-    with pytest.raises(DeployError, match="nothing to roll back to"):
-        rollback(base)
-    with pytest.raises(DeployError, match="no version 7"):
-        rollback(base, to=7)
-    assert numbered_versions(base) == [1]
-
-
-def test_main_list_publish_rollback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    base = tmp_path / "emotion"
-    assert main(["--model-base", str(base), "publish", str(fake_version(tmp_path / "a", 0.5))]) == 0
-    assert main(["--model-base", str(base), "publish", str(fake_version(tmp_path / "b", 0.9))]) == 0
-    assert f"published {base / '2'}" in capsys.readouterr().out
-    assert main(["--model-base", str(base), "list"]) == 0
-    rows = json.loads(capsys.readouterr().out)
-    assert [(r["version"], r["serving"], r["validation_accuracy"]) for r in rows] == [(1, False, 0.5), (2, True, 0.9)]
-    assert main(["--model-base", str(base), "rollback"]) == 0
-    assert "serving version 1" in capsys.readouterr().out
-    assert main(["--model-base", str(base), "rollback", "--to", "1"]) == 0  # already there: nothing newer
-    assert numbered_versions(base) == [1]
-
-
-@pytest.mark.parametrize(
-    ("argv", "fragment"),
-    [
-        (["publish", "{tmp}/absent"], "not a SavedModel folder"),
-        (["publish", "{tmp}/worse"], "pass --force"),
-        (["rollback"], "nothing to roll back to"),
-        (["rollback", "--to", "5"], "no version 5"),
-    ],
-)
-def test_main_errors_exit_2_with_a_message(
-    tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
-    argv: list[str],
-    fragment: str,
+def test_a_worse_candidate_is_refused_naming_what_is_worse(
+    place: Place, data: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    base = tmp_path / "emotion"
-    publish(fake_version(tmp_path / "good", 0.8), base)
-    fake_version(tmp_path / "worse", 0.1)
-    code = main(["--model-base", str(base), *(a.format(tmp=tmp_path) for a in argv)])
-    err = capsys.readouterr().err
+    validation, crops = data
+    export_tiny_version(place.base, 1, LABELS)
+    add_candidate(place, 1)
+    export_untrained_version(place.base, 2)
+    add_candidate(place, 2)
+    code = deploy(place, "promote", "--validation", str(validation), "--crops", str(crops), "--watch-s", "0")
+    out, err = capsys.readouterr()
     assert code == 2
-    assert err.startswith("emostream deploy: ") and fragment in err and "Traceback" not in err
-    assert numbered_versions(base) == [1]
+    assert len(err.strip().splitlines()) == 1  # one line saying what is worse
+    assert "refused: version 2 is worse than served version 1 beyond tolerance on validation accuracy" in err
+    assert "detector crops accuracy" in err and "(--force promotes anyway)" in err
+    assert "gate: validation (36 faces): accuracy 1.0000 ->" in out
+    roles = read_roles(place.config, "emotion")
+    assert roles is not None and roles.labels == {"stable": 1, "canary": 2}  # nothing moved
+    assert "validation accuracy" in listing(place)[1]["gate"]["worse"][0]
+    # --force skips the gate.
+    assert deploy(place, "promote", "--force", "--watch-s", "0") == 0
+    roles = read_roles(place.config, "emotion")
+    assert roles is not None and roles.labels == {"stable": 2}
+
+
+def test_a_better_candidate_is_promoted_and_rollback_serves_the_old_one_again(
+    place: Place, data: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    validation, crops = data
+    export_untrained_version(place.base, 1)
+    add_candidate(place, 1)
+    export_tiny_version(place.base, 2, LABELS)
+    add_candidate(place, 2)
+    code = deploy(place, "promote", "--validation", str(validation), "--crops", str(crops), "--watch-s", "0")
+    out, _ = capsys.readouterr()
+    assert code == 0, out
+    assert "serving version 2 (label 'stable'); version 1 stays loaded for rollback" in out
+    roles = read_roles(place.config, "emotion")
+    assert roles is not None and (roles.labels, roles.loaded) == ({"stable": 2}, [1, 2])
+    assert [row["role"] for row in listing(place)] == ["previous", "served"]
+    assert listing(place)[1]["gate"]["worse"] == []
+    assert rollback(place) == (1, 2)
+    roles = read_roles(place.config, "emotion")
+    assert roles is not None and (roles.labels, roles.loaded) == ({"stable": 1}, [1])
+    with pytest.raises(DeployError, match="no version before 1"):
+        rollback(place)
+
+
+def test_promote_needs_validation_data_and_a_candidate(place: Place, capsys: pytest.CaptureFixture[str]) -> None:
+    export_tiny_version(place.base, 1, LABELS)
+    add_candidate(place, 1)
+    assert deploy(place, "promote") == 2
+    assert "no candidate to promote" in capsys.readouterr().err
+    export_tiny_version(place.base, 2, LABELS)
+    add_candidate(place, 2)
+    assert deploy(place, "promote", "--watch-s", "0") == 2
+    assert "the gate needs validation data" in capsys.readouterr().err
+
+
+def test_list_prints_roles(place: Place, capsys: pytest.CaptureFixture[str]) -> None:
+    export_tiny_version(place.base, 1, LABELS)
+    add_candidate(place, 1)
+    export_tiny_version(place.base, 2, LABELS)
+    add_candidate(place, 2)
+    assert deploy(place, "list", "--json") == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["version"], r["role"]) for r in rows] == [(1, "served"), (2, "candidate")]
+    assert deploy(place, "list") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:3] for line in lines[1:]] == [["1", "served", "-"], ["2", "candidate", "-"]]
+
+
+def test_a_broken_config_file_is_one_line(place: Place, capsys: pytest.CaptureFixture[str]) -> None:
+    place.config.write_text("model_config_list { config { name: ")
+    assert deploy(place, "list") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("emostream deploy: ") and "does not parse" in err and err.count("\n") == 1
+
+
+def test_untrained_helper_really_guesses(place: Place) -> None:
+    """The refusal above must come from a worse model, not from a broken one."""
+    import tensorflow as tf
+
+    folder = export_untrained_version(place.base, 1)
+    serve = tf.saved_model.load(str(folder)).signatures["serving_default"]
+    crops = np.concatenate([synthetic_faces(i, 8, seed=5) for i in range(3)])
+    probabilities = serve(image=tf.constant(crops))["probabilities"].numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert (probabilities.argmax(axis=1) == np.repeat(np.arange(3), 8)).mean() < 0.9

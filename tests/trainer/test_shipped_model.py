@@ -30,3 +30,22 @@ def test_newest_shipped_version_serves_the_contract() -> None:
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     mirrored = serve(image=tf.constant(crops[:, :, ::-1]))["probabilities"].numpy()
     np.testing.assert_allclose(mirrored, probabilities, atol=1e-5)  # flip averaging is inside the graph
+
+
+def test_training_with_defaults_is_the_recipe_of_the_shipped_model() -> None:
+    """`emostream train DATA` with no other flag retrains what is served: same network and schedule."""
+    import argparse
+    from dataclasses import asdict
+
+    from emostream_trainer.train_command import add_arguments, recipe_of
+
+    card = json.loads((SHIPPED / "2" / "assets" / "model_card.json").read_text())
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["data"])
+    recipe = asdict(recipe_of(args, tuple(args.labels.split(","))))
+    shipped = {k: tuple(v) if isinstance(v, list) else v for k, v in card["recipe"].items()}
+    # mixed precision follows the CPU (bfloat16 where it computes it natively); everything else must match
+    recipe.pop("mixed_precision")
+    shipped.pop("mixed_precision")
+    assert recipe == shipped

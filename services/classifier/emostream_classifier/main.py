@@ -13,13 +13,15 @@ import redis
 from emostream import names
 from emostream.connection import RedisUnavailable, connect
 from emostream.lifecycle import run_until_stopped, stop_on_signals
+from emostream.model_stats import record_served
 from emostream.settings import load
 from emostream.streams import Consumer, Entry, Message, Once, publish_once
 from emostream.telemetry import Meter, setup_logging
 from emostream.wire import EmotionEvent, Face, decode_face, encode_event
 from emostream_classifier.batching import collect
 from emostream_classifier.settings import ClassifierSettings
-from emostream_classifier.tf_serving import ServingClient, ServingError, read_labels
+from emostream_classifier.shadow import Shadow
+from emostream_classifier.tf_serving import ServingClient, ServingError, read_labels, unknown_label
 
 
 def to_events(
@@ -62,8 +64,10 @@ class Classifier:
         serving: ServingClient,
         log: logging.Logger,
         stop: threading.Event,
+        shadow: Shadow | None = None,
     ) -> None:
         self.settings = settings
+        self.shadow = shadow
         self.stop = stop
         self.client = client
         self.serving = serving
@@ -80,9 +84,28 @@ class Classifier:
 
     def classify(self, batch: list[Message[Face]]) -> list[EmotionEvent]:
         faces = [message.value for message in batch]
-        prediction = self.serving.predict(np.stack([face.crop for face in faces])[..., None])
+        crops = np.stack([face.crop for face in faces])[..., None]
+        started = time.monotonic()
+        try:
+            prediction = self.serving.predict(crops)
+        except ServingError:
+            self.record(len(faces), started, None)
+            raise
+        self.record(len(faces), started, prediction.model_version)
         labels = read_labels(self.settings.model_base, prediction.model_version)
-        return to_events(faces, prediction.probabilities, labels, self.settings.model_name, prediction.model_version)
+        events = to_events(faces, prediction.probabilities, labels, self.settings.model_name, prediction.model_version)
+        if self.shadow is not None:  # returns at once: the candidate is asked off this path
+            cameras = [face.camera for face in faces]
+            self.shadow.offer(crops, cameras, prediction, [e.label for e in events], (time.monotonic() - started) * 1e3)
+        return events
+
+    def record(self, faces: int, started: float, version: int | None) -> None:
+        """Served-path counters per version label, which the watch after a promotion reads."""
+        elapsed_ms = (time.monotonic() - started) * 1000
+        try:
+            record_served(self.client, self.settings.version_label, faces, elapsed_ms, version, version is None)
+        except redis.RedisError as error:
+            self.log.debug("serving counters not written: %s", error)
 
     def publish(self, batch: list[Message[Face]], events: list[EmotionEvent]) -> int:
         items = [
@@ -118,7 +141,7 @@ class Classifier:
             try:
                 return self.classify(batch)
             except ServingError as error:
-                if error.code == grpc.StatusCode.INVALID_ARGUMENT:
+                if error.code == grpc.StatusCode.INVALID_ARGUMENT and not unknown_label(error):
                     for message in batch:
                         self.consumer.dead_letter(message.stream, message.id, {}, f"model rejected batch: {error}")
                         self.client.hincrby(names.progress(message.value.camera), "faces_failed", 1)
@@ -127,6 +150,19 @@ class Classifier:
                 self.stop.wait(delay)
                 delay = min(delay * 2, 10.0)
         return None
+
+
+def make_shadow(settings: ClassifierSettings, client: redis.Redis) -> Shadow | None:
+    """The shadow of the candidate label, on its own channel, unless its share is 0."""
+    if settings.shadow_share <= 0:
+        return None
+    candidate = ServingClient(
+        settings.shadow_target or settings.serving_target,
+        settings.model_name,
+        timeout_seconds=settings.request_timeout_s,
+        version_label=settings.shadow_label,
+    )
+    return Shadow(client, candidate, settings.model_base, settings.shadow_share, queue_batches=settings.shadow_queue)
 
 
 def main(argv: list[str]) -> int:
@@ -139,10 +175,16 @@ def main(argv: list[str]) -> int:
         return 1
     stop = stop_on_signals()
     with ServingClient(
-        settings.serving_target, settings.model_name, timeout_seconds=settings.request_timeout_s
+        settings.serving_target,
+        settings.model_name,
+        timeout_seconds=settings.request_timeout_s,
+        version_label=settings.version_label,
     ) as serving:
-        classifier = Classifier(settings, client, serving, log, stop)
-        log.info("classifying faces via %s model %r", settings.serving_target, settings.model_name)
+        shadow = make_shadow(settings, client)
+        classifier = Classifier(settings, client, serving, log, stop, shadow)
+        log.info("classifying faces via %s %s", settings.serving_target, serving.describe())
         run_until_stopped(stop, classifier.step, log)
+        if shadow is not None:
+            shadow.close()
     log.info("stopped")
     return 0

@@ -22,6 +22,17 @@ class ClassifierSettings(CommonSettings):
     model_base: Path = Field(
         Path("models/emotion"), description="model base path (read-only), for <version>/assets/labels.txt"
     )
+    version_label: str = Field(
+        "", description="version label to ask TF Serving for (its model config); empty: the newest version"
+    )
+    shadow_label: str = Field("canary", min_length=1, description="version label of the candidate to shadow")
+    shadow_share: float = Field(
+        0.25, ge=0, le=1, description="share of live batches also sent to the candidate, off the served path"
+    )
+    shadow_target: str = Field(
+        "", pattern=r"^([^:\s]+:\d{1,5})?$", description="serving address of the candidate (empty: serving_target)"
+    )
+    shadow_queue: int = Field(4, ge=1, le=1000, description="batches waiting for the candidate; more are dropped")
     batch_size: int = Field(32, ge=1, le=1024, description="most faces per Predict call")
     max_wait_ms: int = Field(20, ge=0, le=10_000, description="longest wait to fill a batch once it has a face")
     block_ms: int = Field(500, ge=1, le=60_000, description="longest wait for the first face of a batch")

@@ -103,12 +103,14 @@ class ServingClient:
         timeout_seconds: float = 10.0,
         *,
         signature_name: str = SIGNATURE_NAME,
+        version_label: str = "",
         channel_options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         self.target = target
         self.model_name = model_name
         self.timeout_seconds = timeout_seconds
         self.signature_name = signature_name
+        self.version_label = version_label
         options = [
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -123,12 +125,19 @@ class ServingClient:
         request = predict_pb2.PredictRequest()
         request.model_spec.name = self.model_name
         request.model_spec.signature_name = self.signature_name
+        if self.version_label:  # else the newest loaded version, as TF Serving answers a spec without one
+            request.model_spec.version_label = self.version_label
         request.inputs[INPUT_KEY].CopyFrom(crops_tensor(crops))
         try:
             response = self._predict.Predict(request, timeout=self.timeout_seconds)
         except grpc.RpcError as error:
-            raise _rpc_error(f"Predict on {self.target} model '{self.model_name}'", error) from error
+            raise _rpc_error(f"Predict on {self.target} {self.describe()}", error) from error
         return self._prediction(response, len(crops))
+
+    def describe(self) -> str:
+        """ "model 'emotion'", with the label it asks for if any."""
+        label = f" label '{self.version_label}'" if self.version_label else ""
+        return f"model '{self.model_name}'{label}"
 
     def _prediction(self, response: predict_pb2.PredictResponse, batch: int) -> Prediction:
         if OUTPUT_KEY not in response.outputs:
@@ -143,8 +152,8 @@ class ServingClient:
             )
         return Prediction(probabilities, int(response.model_spec.version.value))
 
-    def model_version(self) -> int:
-        """The newest AVAILABLE version, from GetModelStatus; ServingError if none is."""
+    def available_versions(self) -> list[int]:
+        """Versions AVAILABLE now, from GetModelStatus (newest first); ServingError if the call fails."""
         request = get_model_status_pb2.GetModelStatusRequest()
         request.model_spec.name = self.model_name
         try:
@@ -152,10 +161,14 @@ class ServingClient:
         except grpc.RpcError as error:
             raise _rpc_error(f"GetModelStatus on {self.target} model '{self.model_name}'", error) from error
         available = get_model_status_pb2.ModelVersionStatus.AVAILABLE
-        versions = [s.version for s in response.model_version_status if s.state == available]
+        return sorted((int(s.version) for s in response.model_version_status if s.state == available), reverse=True)
+
+    def model_version(self) -> int:
+        """The newest AVAILABLE version, from GetModelStatus; ServingError if none is."""
+        versions = self.available_versions()
         if not versions:
             raise ServingError(f"model '{self.model_name}' on {self.target} has no AVAILABLE version")
-        return int(max(versions))
+        return versions[0]
 
     def wait_ready(self, timeout: float) -> None:
         """Poll GetModelStatus until a version is AVAILABLE; ServingNotReady after `timeout` seconds.
@@ -207,3 +220,10 @@ def _read_labels(model_base: Path, version: int) -> tuple[str, ...]:
     if not labels:
         raise ValueError(f"labels file {path} is empty")
     return labels
+
+
+def unknown_label(error: ServingError) -> bool:
+    """The server knows no such version label: a configuration state, not a bad batch."""
+    return error.code == grpc.StatusCode.INVALID_ARGUMENT and error.details.startswith(
+        "Unrecognized servable version label"
+    )

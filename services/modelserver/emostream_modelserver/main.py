@@ -27,6 +27,20 @@ class ModelServerSettings(BaseSettings):
     host: str = Field("127.0.0.1", min_length=1, description="address to bind")
     port: int = Field(8500, ge=0, le=65535, description="gRPC port, 0 for any free one")
     poll_seconds: float = Field(1.0, gt=0, le=3600, description="how often to look for new versions")
+    model_config_file: Path | None = Field(
+        None, description="TF Serving model config file (text ModelServerConfig): versions and labels to serve"
+    )
+    model_config_file_poll_wait_seconds: float = Field(
+        1.0, ge=0, le=3600, description="how often to re-read the model config file (0: read it once)"
+    )
+    allow_version_labels_for_unavailable_models: bool = Field(
+        False, description="let a new label point at a version still loading (TF Serving's flag of that name)"
+    )
+    config_base_path: Path | None = Field(
+        None,
+        description="serve the config's --model-name from this folder instead of its base_path "
+        "(the config names the path inside the TF Serving container)",
+    )
     precision: Precision = Field(
         "auto", description="compute precision: auto is bfloat16 on CPUs with AVX512-BF16 or AMX, else float32"
     )
@@ -46,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(done.code or 0)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not settings.model_base.is_dir():
+    if settings.model_config_file is None and not settings.model_base.is_dir():
         log.warning("model base %s does not exist yet; waiting for a version to appear", settings.model_base)
     try:
         computing = apply_precision(settings.precision)
@@ -55,15 +69,27 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log.info("computing in %s (precision %s)", computing, settings.precision)
     # TensorFlow is imported here so that `--help` and bad flags answer without its slow start.
+    from emostream_modelserver.model_config import ConfigError
     from emostream_modelserver.server import start_server
 
     stop = stop_on_signals()
     try:
         server = start_server(
-            settings.model_base, settings.model_name, settings.port, settings.host, settings.poll_seconds
+            settings.model_base,
+            settings.model_name,
+            settings.port,
+            settings.host,
+            settings.poll_seconds,
+            model_config_file=settings.model_config_file,
+            config_poll_seconds=settings.model_config_file_poll_wait_seconds,
+            allow_labels_for_unavailable=settings.allow_version_labels_for_unavailable_models,
+            base_override=settings.config_base_path,
         )
     except OSError as error:
         print(f"emostream serve-model: {error}", file=sys.stderr)
+        return 1
+    except ConfigError as error:  # as TF Serving: "Failed to start server. Error: <code>: <message>"
+        print(f"emostream serve-model: {error.code.name}: {error.message}", file=sys.stderr)
         return 1
     stop.wait()
     log.info("shutting down")

@@ -16,12 +16,15 @@ from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
     get_model_status_pb2,
+    model_management_pb2,
     model_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
 )
 
+from emostream_modelserver.model_config import ConfigError, entries, read, single_model
+from emostream_modelserver.registry import ModelRegistry, RequestError
 from emostream_modelserver.versions import LoadedVersion, VersionManager
 
 log = logging.getLogger(__name__)
@@ -32,46 +35,23 @@ SIGNATURE_DEF_FIELD = "signature_def"
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 
-class RequestError(Exception):
-    """A request the server refuses: becomes a gRPC status with this code and message."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
 def _abort(context: grpc.ServicerContext, error: RequestError) -> NoReturn:
     context.abort(error.code, error.message)
     raise AssertionError("context.abort returned")  # abort always raises; this satisfies NoReturn
 
 
-def resolve_version(versions: VersionManager, model_name: str, spec: model_pb2.ModelSpec) -> LoadedVersion:
-    """The served version if `spec` names this model and (if set) that version."""
-    if spec.name != model_name:
-        raise RequestError(
-            grpc.StatusCode.NOT_FOUND, f"model '{spec.name}' not found; this server serves '{model_name}'"
-        )
-    if spec.version_label:
-        raise RequestError(grpc.StatusCode.NOT_FOUND, f"version label '{spec.version_label}' is not supported")
-    loaded = versions.current
-    if loaded is None:
-        raise RequestError(grpc.StatusCode.UNAVAILABLE, f"model '{model_name}' has no version loaded yet")
-    if spec.HasField("version") and spec.version.value != loaded.version:
-        raise RequestError(
-            grpc.StatusCode.NOT_FOUND,
-            f"version {spec.version.value} of model '{model_name}' is not loaded; serving version {loaded.version}",
-        )
-    return loaded
+def _spec(request: Any) -> model_pb2.ModelSpec:
+    """The request's ModelSpec; INVALID_ARGUMENT "Missing ModelSpec" when absent, as in TF Serving."""
+    if not request.HasField("model_spec"):
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "Missing ModelSpec")
+    spec: model_pb2.ModelSpec = request.model_spec
+    return spec
 
 
 def _signature(loaded: LoadedVersion, name: str) -> meta_graph_pb2.SignatureDef:
     key = name or "serving_default"
     if key not in loaded.signature_defs or key.startswith("__"):
-        raise RequestError(
-            grpc.StatusCode.FAILED_PRECONDITION,
-            f"signature '{key}' not found in model version {loaded.version}",
-        )
+        raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{key}" not found.')
     if key != "serving_default":  # only serving_default is kept callable after loading
         raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"signature '{key}' is not served; use serving_default")
     return loaded.signature_defs[key]
@@ -97,8 +77,6 @@ def _check_tensor(key: str, proto: tensor_pb2.TensorProto, info: meta_graph_pb2.
     if not fits:
         wanted = "[" + ",".join("N" if e < 0 else str(e) for e in expected) + "]"
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}' has shape {shape}, expected {wanted}")
-    if not shape or shape[0] < 1:
-        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}' has an empty batch")
     try:
         array: np.ndarray = tf.make_ndarray(proto)
         return array
@@ -119,12 +97,56 @@ def predict_inputs(request: predict_pb2.PredictRequest, sig: meta_graph_pb2.Sign
     return {key: _check_tensor(key, request.inputs[key], sig.inputs[key]) for key in expected}
 
 
+def as_proto_field(array: np.ndarray) -> tensor_pb2.TensorProto:
+    """`array` as TF Serving's Predict returns it (Tensor::AsProtoField): values in the typed field."""
+    proto = tensor_pb2.TensorProto(dtype=tf.dtypes.as_dtype(array.dtype).as_datatype_enum)
+    for size in array.shape:
+        proto.tensor_shape.dim.add(size=size)
+    flat = array.ravel()
+    if array.dtype == np.float32:
+        proto.float_val.extend(flat.tolist())
+    elif array.dtype == np.float64:
+        proto.double_val.extend(flat.tolist())
+    elif array.dtype == np.int64:
+        proto.int64_val.extend(flat.tolist())
+    elif array.dtype == np.bool_:
+        proto.bool_val.extend(flat.tolist())
+    elif array.dtype in (np.float16,):
+        proto.half_val.extend(flat.view(np.uint16).tolist())
+    elif array.dtype.kind in "iu" and array.dtype.itemsize <= 4 and array.dtype != np.uint32:
+        proto.int_val.extend(flat.tolist())
+    else:  # other dtypes do not occur in this contract; raw bytes are still a valid encoding
+        proto.CopyFrom(tf.make_tensor_proto(array))
+    return proto
+
+
+def _grpc_code(error: tf.errors.OpError) -> grpc.StatusCode:
+    """TensorFlow's error codes are gRPC's, number for number."""
+    by_number = {code.value[0]: code for code in grpc.StatusCode}
+    return by_number.get(error.error_code, grpc.StatusCode.INTERNAL)
+
+
+def output_names(request: predict_pb2.PredictRequest, sig: meta_graph_pb2.SignatureDef) -> list[str]:
+    """The outputs to return, checked as TF Serving's PreProcessPrediction checks output_filter."""
+    seen: list[str] = []
+    for alias in request.output_filter:
+        if alias not in sig.outputs:
+            raise RequestError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"output tensor alias not found in signature: {alias} "
+                f"Outputs expected to be in the set {{{','.join(sorted(sig.outputs))}}}.",
+            )
+        if alias in seen:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"duplicate output tensor alias: {alias}")
+        seen.append(alias)
+    return seen or sorted(sig.outputs)
+
+
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """tensorflow.serving.PredictionService: Predict and GetModelMetadata."""
 
-    def __init__(self, versions: VersionManager, model_name: str) -> None:
-        self.versions = versions
-        self.model_name = model_name
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
 
     def Predict(
         self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
@@ -135,24 +157,19 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             _abort(context, error)
 
     def _predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
-        # Read the served version once: a swap mid-request cannot mix two versions.
-        loaded = resolve_version(self.versions, self.model_name, request.model_spec)
+        # Resolve the version once: a swap or label move mid-request cannot mix two versions.
+        name, loaded = self.registry.resolve(_spec(request))
         sig = _signature(loaded, request.model_spec.signature_name)
         inputs = predict_inputs(request, sig)
-        unknown = [name for name in request.output_filter if name not in sig.outputs]
-        if unknown:
-            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"output_filter names unknown outputs {unknown}")
+        wanted = output_names(request, sig)
         try:
             outputs = loaded.predict(inputs["image"])
-        except tf.errors.OpError as error:
-            raise RequestError(
-                grpc.StatusCode.INTERNAL, f"model version {loaded.version} failed: {error.message}"
-            ) from error
-        wanted = set(request.output_filter) or set(outputs)
+        except tf.errors.OpError as error:  # TF Serving answers with the session's own status code
+            raise RequestError(_grpc_code(error), f"model version {loaded.version} failed: {error.message}") from error
         response = predict_pb2.PredictResponse()
-        _fill_spec(response.model_spec, self.model_name, loaded.version, "serving_default")
-        for name in sorted(wanted):
-            response.outputs[name].CopyFrom(tf.make_tensor_proto(outputs[name]))
+        _fill_spec(response.model_spec, name, loaded.version, request.model_spec.signature_name or "serving_default")
+        for output in wanted:
+            response.outputs[output].CopyFrom(as_proto_field(outputs[output]))
         return response
 
     def GetModelMetadata(
@@ -166,28 +183,28 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
             _abort(context, error)
 
     def _metadata(self, request: get_model_metadata_pb2.GetModelMetadataRequest) -> Any:
+        spec = _spec(request)
         fields = list(request.metadata_field)
         if not fields:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "metadata_field must name at least one field")
         unsupported = [name for name in fields if name != SIGNATURE_DEF_FIELD]
         if unsupported:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"metadata field(s) {unsupported} are not supported")
-        loaded = resolve_version(self.versions, self.model_name, request.model_spec)
+        name, loaded = self.registry.resolve(spec)
         response = get_model_metadata_pb2.GetModelMetadataResponse()
-        _fill_spec(response.model_spec, self.model_name, loaded.version, "")
+        _fill_spec(response.model_spec, name, loaded.version, "")
         signature_map = get_model_metadata_pb2.SignatureDefMap()
-        for name, sig in loaded.signature_defs.items():
-            signature_map.signature_def[name].CopyFrom(sig)
+        for key, sig in loaded.signature_defs.items():
+            signature_map.signature_def[key].CopyFrom(sig)
         response.metadata[SIGNATURE_DEF_FIELD].Pack(signature_map)
         return response
 
 
 class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
-    """tensorflow.serving.ModelService: GetModelStatus (HandleReloadConfigRequest is unimplemented)."""
+    """tensorflow.serving.ModelService: GetModelStatus and HandleReloadConfigRequest."""
 
-    def __init__(self, versions: VersionManager, model_name: str) -> None:
-        self.versions = versions
-        self.model_name = model_name
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
 
     def GetModelStatus(
         self,
@@ -195,37 +212,48 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         context: grpc.ServicerContext,
     ) -> get_model_status_pb2.GetModelStatusResponse:
         try:
-            return self._status(request.model_spec)
+            return self._status(_spec(request))
         except RequestError as error:
             _abort(context, error)
 
+    def HandleReloadConfigRequest(
+        self, request: model_management_pb2.ReloadConfigRequest, context: grpc.ServicerContext
+    ) -> model_management_pb2.ReloadConfigResponse:
+        """Replace the whole config, as TF Serving does; a refused one keeps the old config."""
+        try:
+            self.registry.apply(entries(request.config))
+        except ConfigError as error:
+            _abort(context, RequestError(error.code, error.message))
+        return model_management_pb2.ReloadConfigResponse()
+
     def _status(self, spec: model_pb2.ModelSpec) -> get_model_status_pb2.GetModelStatusResponse:
-        if spec.name != self.model_name:
-            raise RequestError(
-                grpc.StatusCode.NOT_FOUND, f"model '{spec.name}' not found; this server serves '{self.model_name}'"
-            )
-        states = self._states()
+        # Labels are ignored here, as in TF Serving's GetModelStatusImpl: a version number or all versions.
+        manager = self.registry.models.get(spec.name)
+        states = _states(manager) if manager is not None else {}
         if spec.HasField("version"):
             states = {v: s for v, s in states.items() if v == spec.version.value}
+            if not states:
+                raise RequestError(
+                    grpc.StatusCode.NOT_FOUND, f"Could not find version {spec.version.value} of model {spec.name}"
+                )
         if not states:
-            wanted = f"version {spec.version.value} of " if spec.HasField("version") else "any version of "
-            raise RequestError(grpc.StatusCode.NOT_FOUND, f"no status for {wanted}model '{self.model_name}'")
+            raise RequestError(grpc.StatusCode.NOT_FOUND, f"Could not find any versions of model {spec.name}")
         response = get_model_status_pb2.GetModelStatusResponse()
-        for version, state in sorted(states.items()):
+        for version, state in sorted(states.items(), reverse=True):
             entry = response.model_version_status.add()
             entry.version = version
             entry.state = state
         return response
 
-    def _states(self) -> dict[int, int]:
-        state = get_model_status_pb2.ModelVersionStatus
-        states: dict[int, int] = {}
-        loading, current = self.versions.loading, self.versions.current
-        if loading is not None:
-            states[loading] = state.LOADING
-        if current is not None:
-            states[current.version] = state.AVAILABLE
-        return states
+
+def _states(manager: VersionManager) -> dict[int, int]:
+    state = get_model_status_pb2.ModelVersionStatus
+    states = {version: state.END for version in manager.ended}
+    states.update({version: state.AVAILABLE for version in manager.available})
+    loading = manager.loading
+    if loading is not None:
+        states[loading] = state.LOADING
+    return states
 
 
 def _fill_spec(spec: model_pb2.ModelSpec, name: str, version: int, signature_name: str) -> None:
@@ -239,22 +267,33 @@ class RunningServer:
     """A started model server: its bound port, readiness wait and shutdown."""
 
     def __init__(
-        self, server: grpc.Server, versions: VersionManager, health_servicer: health.HealthServicer, port: int
+        self,
+        server: grpc.Server,
+        registry: ModelRegistry,
+        health_servicer: health.HealthServicer,
+        port: int,
+        model_name: str,
     ) -> None:
         self._server = server
         self._health = health_servicer
-        self.versions = versions
+        self.registry = registry
+        self.model_name = model_name
         self.port = port
 
+    @property
+    def versions(self) -> VersionManager:
+        """The version manager of the main model (`model_name`)."""
+        return self.registry.models[self.model_name]
+
     def wait_until_serving(self, timeout: float) -> int:
-        """Block until a version is served and return it; TimeoutError otherwise."""
+        """Block until a version of the main model is served and return it; TimeoutError otherwise."""
         return self.versions.wait_for_version(timeout).version
 
     def stop(self, grace: float | None = None) -> None:
         """Refuse new requests, let in-flight ones finish for `grace` seconds, stop polling."""
         self._health.enter_graceful_shutdown()
         self._server.stop(grace).wait()
-        self.versions.stop()
+        self.registry.stop()
 
 
 def _set_health(servicer: health.HealthServicer, serving: bool) -> None:
@@ -270,34 +309,51 @@ def start_server(
     host: str = "127.0.0.1",
     poll_seconds: float = 1.0,
     max_workers: int = 8,
+    *,
+    model_config_file: Path | None = None,
+    config_poll_seconds: float = 0.0,
+    allow_labels_for_unavailable: bool = False,
+    base_override: Path | None = None,
 ) -> RunningServer:
-    """Bind `host:port` (0 picks a free port) and serve `model_base` as `model_name`.
+    """Bind `host:port` (0 picks a free port) and serve `model_base` as `model_name`, or the models
+    of a TF Serving model config file (`model_name` then names the one `versions` reports on).
 
-    Returns at once; the first version loads in the background and health reports
-    NOT_SERVING until it is in place.
+    Returns at once; versions load in the background and health reports NOT_SERVING until every
+    model has one. ConfigError if the config file is unusable, as TF Serving fails to start then.
     """
     health_servicer = health.HealthServicer()
     _set_health(health_servicer, serving=False)
-    versions = VersionManager(
-        model_base, poll_seconds, on_change=lambda loaded: _set_health(health_servicer, loaded is not None)
+    registry = ModelRegistry(
+        poll_seconds,
+        allow_labels_for_unavailable=allow_labels_for_unavailable,
+        base_overrides={model_name: base_override} if base_override is not None else None,
+        on_change=lambda: _set_health(health_servicer, registry.serving()),
     )
+    if model_config_file is None:
+        registry.apply(single_model(model_name, model_base))
+    else:
+        registry.apply(entries(read(model_config_file)))
+        if model_name not in registry.models:
+            registry.stop()
+            raise ConfigError(grpc.StatusCode.NOT_FOUND, f"{model_config_file} does not list model '{model_name}'")
+        registry.watch(model_config_file, config_poll_seconds)
     options = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers, thread_name_prefix="modelserver"), options=options)
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(versions, model_name), server
-    )
-    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(versions, model_name), server)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(registry), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(registry), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     try:
         bound = server.add_insecure_port(f"{host}:{port}")
     except RuntimeError as error:  # grpc raises on a busy or invalid address in recent versions
+        registry.stop()
         raise OSError(f"cannot bind the model server to {host}:{port}: {error}") from error
     if bound == 0:  # older grpc versions report failure this way
+        registry.stop()
         raise OSError(f"cannot bind the model server to {host}:{port}")
     server.start()
-    versions.start()
-    log.info("model server for '%s' listening on %s:%d, watching %s", model_name, host, bound, model_base)
-    return RunningServer(server, versions, health_servicer, bound)
+    source = model_config_file or model_base
+    log.info("model server listening on %s:%d, serving %s from %s", host, bound, sorted(registry.models), source)
+    return RunningServer(server, registry, health_servicer, bound, model_name)

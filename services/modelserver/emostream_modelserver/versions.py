@@ -114,6 +114,26 @@ def load_version(base: Path, version: int) -> LoadedVersion:
     return loaded
 
 
+@dataclass(frozen=True)
+class VersionPolicy:
+    """Which version folders to serve: TF Serving's `model_version_policy` (`latest`, `all`, `specific`)."""
+
+    kind: str = "latest"
+    num_versions: int = 1
+    versions: frozenset[int] = frozenset()
+
+    def wanted(self, version: int, rank: int) -> bool:
+        """Whether `version`, the `rank`-th newest loadable one (0 = newest), is aspired."""
+        if self.kind == "all":
+            return True
+        if self.kind == "specific":
+            return version in self.versions
+        return rank < self.num_versions
+
+
+LATEST_ONE = VersionPolicy()
+
+
 @dataclass
 class _Failure:
     stamp: int
@@ -122,11 +142,12 @@ class _Failure:
 
 
 class VersionManager:
-    """Serves the newest loadable version and follows the base path as versions come and go.
+    """Serves the versions its policy asks for and follows the base path as versions come and go.
 
-    Like TF Serving's latest-1 policy: one version is served; a newer one is loaded fully
-    before it replaces the served one in a single reference swap; removing the newest folder
-    falls back to the newest remaining one.
+    Like TF Serving's availability-preserving policy: a version is loaded fully (and warmed up)
+    before the set of served versions changes, in a single reference swap; a version leaves only
+    once some wanted version is available, so removing every wanted folder never goes dark.
+    With the default `latest 1` policy this serves the newest loadable version.
     """
 
     def __init__(
@@ -135,28 +156,49 @@ class VersionManager:
         poll_seconds: float = 1.0,
         on_change: Callable[[LoadedVersion | None], None] | None = None,
         loader: Callable[[Path, int], LoadedVersion] = load_version,
+        policy: VersionPolicy = LATEST_ONE,
     ) -> None:
         self.base = base
         self.poll_seconds = poll_seconds
+        self.policy = policy
         self._on_change = on_change
         self._loader = loader
-        self._current: LoadedVersion | None = None
+        self._available: dict[int, LoadedVersion] = {}
+        self._ended: set[int] = set()
         self._loading: int | None = None
         self._failures: dict[int, _Failure] = {}
         self._orphan_warned: int | None = None
         self._changed = threading.Condition()
+        self._refreshing = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     @property
     def current(self) -> LoadedVersion | None:
-        """The served version; requests read this once and keep using what they got."""
-        return self._current
+        """The newest served version (TF Serving's `Latest`); requests read this once and keep what they got."""
+        available = self._available
+        return available[max(available)] if available else None
+
+    @property
+    def available(self) -> dict[int, LoadedVersion]:
+        """Every served version by number; a snapshot that never changes once read."""
+        return self._available
 
     @property
     def loading(self) -> int | None:
         """The version being loaded right now, if any."""
         return self._loading
+
+    @property
+    def ended(self) -> set[int]:
+        """Versions that were served and have been unloaded (TF Serving reports them as END)."""
+        return set(self._ended)
+
+    def set_policy(self, policy: VersionPolicy, base: Path | None = None) -> None:
+        """Serve by `policy` (and from `base`) from the next scan on."""
+        self.policy = policy
+        if base is not None:
+            self.base = base
 
     def start(self) -> None:
         """Poll the base path in a daemon thread, the first scan immediately."""
@@ -164,21 +206,24 @@ class VersionManager:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop polling; the served version stays usable for requests still in flight."""
+        """Stop polling; the served versions stay usable for requests still in flight."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def wait_for_version(self, timeout: float) -> LoadedVersion:
-        """Block until some version is served; TimeoutError otherwise."""
+    def wait_for_version(self, timeout: float, version: int | None = None) -> LoadedVersion:
+        """Block until some version (or `version`) is served; TimeoutError otherwise."""
         deadline = time.monotonic() + timeout
         with self._changed:
-            while self._current is None:
+            while (self.current if version is None else self._available.get(version)) is None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutError(f"no loadable model version under {self.base} after {timeout:.1f}s")
+                    wanted = "no loadable model version" if version is None else f"version {version} not loaded"
+                    raise TimeoutError(f"{wanted} under {self.base} after {timeout:.1f}s")
                 self._changed.wait(left)
-            return self._current
+            found = self.current if version is None else self._available[version]
+            assert found is not None
+            return found
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -189,23 +234,57 @@ class VersionManager:
             self._stop.wait(self.poll_seconds)
 
     def refresh(self) -> None:
-        """One scan: serve the newest version that loads, keeping the current one otherwise."""
-        candidates = candidate_versions(self.base)
-        for gone in set(self._failures) - set(candidates):
-            del self._failures[gone]  # a removed folder starts afresh if it comes back
-        current = self._current
-        for version in candidates:
-            if current is not None and version == current.version:
-                return  # already serving the newest loadable version
-            if self._should_try(version):
+        """One scan: load what the policy wants, then let go of what it no longer wants."""
+        with self._refreshing:
+            candidates = candidate_versions(self.base)
+            for gone in set(self._failures) - set(candidates):
+                del self._failures[gone]  # a removed folder starts afresh if it comes back
+            wanted = self._load_wanted(candidates)
+            self._unload_unwanted(wanted, candidates)
+
+    def _load_wanted(self, candidates: list[int]) -> set[int]:
+        wanted: set[int] = set()
+        rank = 0
+        for version in candidates:  # newest first: `latest N` counts loadable versions only
+            if not self.policy.wanted(version, rank):
+                if self.policy.kind == "latest":
+                    break
+                continue
+            if version not in self._available and self._should_try(version):
                 loaded = self._try_load(version)
                 if loaded is not None:
-                    self._swap(loaded)
-                    return
-        if current is not None and current.version not in candidates and self._orphan_warned != current.version:
+                    self._publish({**self._available, version: loaded}, f"serving model version {version}")
+            if version in self._available:
+                wanted.add(version)
+                rank += 1
+        return wanted
+
+    def _unload_unwanted(self, wanted: set[int], candidates: list[int]) -> None:
+        unwanted = set(self._available) - wanted
+        if not unwanted:
+            return
+        if not wanted:
             # Keep answering rather than go dark; say so once, not on every poll.
-            log.warning("version %d was removed and no other version loads; still serving it", current.version)
-            self._orphan_warned = current.version
+            orphan = max(self._available)
+            if orphan not in candidates and self._orphan_warned != orphan:
+                log.warning("version %d was removed and no other version loads; still serving it", orphan)
+                self._orphan_warned = orphan
+            return
+        kept = {v: loaded for v, loaded in self._available.items() if v in wanted}
+        self._ended |= unwanted
+        self._publish(kept, f"unloaded model version(s) {sorted(unwanted)}")
+
+    def _publish(self, available: dict[int, LoadedVersion], what: str) -> None:
+        previous = sorted(self._available)
+        with self._changed:
+            self._available = available  # one reference assignment: each request sees old or new, whole
+            self._ended -= set(available)
+            self._changed.notify_all()
+        current = self.current
+        labels = ", ".join(current.labels) if current and current.labels else "none"
+        log.info("%s; serving %s (was %s) from %s (labels: %s)", what, sorted(available), previous, self.base, labels)
+        if self._on_change is not None:
+            self._on_change(current)
 
     def _should_try(self, version: int) -> bool:
         failure = self._failures.get(version)
@@ -231,29 +310,13 @@ class VersionManager:
         attempts = previous.attempts + 1 if previous else 1
         delay = min(MAX_RETRY_SECONDS, self.poll_seconds * 2**attempts)
         self._failures[version] = _Failure(_stamp(self.base / str(version)), attempts, time.monotonic() + delay)
-        served = self._current.version if self._current else None
         log.error(
-            "cannot load model version %d (%s); retrying in %.1fs; serving version %s", version, error, delay, served
+            "cannot load model version %d (%s); retrying in %.1fs; serving versions %s",
+            version,
+            error,
+            delay,
+            sorted(self._available),
         )
-
-    def _swap(self, loaded: LoadedVersion) -> None:
-        previous = self._current
-        with self._changed:
-            self._current = loaded  # one reference assignment: each request sees old or new, whole
-            self._changed.notify_all()
-        labels = ", ".join(loaded.labels) or "none"
-        if previous is None:
-            log.info("serving model version %d from %s (labels: %s)", loaded.version, loaded.path, labels)
-        else:
-            log.info(
-                "serving model version %d (was %d) from %s (labels: %s)",
-                loaded.version,
-                previous.version,
-                loaded.path,
-                labels,
-            )
-        if self._on_change is not None:
-            self._on_change(loaded)
 
 
 def _stamp(path: Path) -> int:

@@ -87,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
 
         final = write_version(copy_built, labels, args.model_base, card)
     print(json.dumps({"exported": str(final), "validation_scores": card.get("validation_scores")}))
-    return 0
+    from emostream_trainer.deploy_command import announce_candidate
+
+    return announce_candidate(args, final, "emostream ensemble")
 
 
 def main(argv: list[str]) -> int:
@@ -97,4 +99,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("members", type=Path, nargs="+", help="SavedModel version folders (two or more)")
     parser.add_argument("--validation", type=Path, help="labelled folder or csv to score the ensemble on")
     parser.add_argument("--model-base", type=Path, default=DEFAULT_MODEL_BASE, help="where the version is exported")
+    from emostream_trainer.deploy_command import add_candidate_arguments
+
+    add_candidate_arguments(parser)
     return run(parser.parse_args(argv))

@@ -15,23 +15,17 @@ import tensorflow as tf
 
 from emostream_trainer.model import INPUT_SHAPE, fold_batch_norm
 from emostream_trainer.training import Recipe, build_model, flip_averaged_logits
+from emostream_trainer.version_folders import LABELS_FILE, MODEL_CARD, RETIRED, next_version, numbered_versions
 
-LABELS_FILE = "labels.txt"
-MODEL_CARD = "model_card.json"
-RETIRED = ".retired"
-"""Rolled-back versions live in `<base>/.retired/`: servers load numeric folder names only."""
-
-
-def numbered_versions(base: Path) -> list[int]:
-    """Version folders under a TF Serving model base path, oldest first."""
-    if not base.is_dir():
-        return []
-    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
-
-
-def next_version(base: Path) -> int:
-    """One past every version ever published here, retired ones included: servers never see a number twice."""
-    return max([0, *numbered_versions(base), *numbered_versions(base / RETIRED)]) + 1
+__all__ = [
+    "LABELS_FILE",
+    "MODEL_CARD",
+    "RETIRED",
+    "export_version",
+    "next_version",
+    "numbered_versions",
+    "write_version",
+]
 
 
 def serving_copy(model: keras.Model, num_classes: int, recipe: Recipe) -> keras.Model:

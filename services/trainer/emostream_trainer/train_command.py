@@ -25,6 +25,8 @@ from emostream_trainer.dataset import (
 if TYPE_CHECKING:
     import numpy as np
 
+    from emostream_trainer.training import Recipe
+
 DEFAULT_MODEL_BASE = Path("models/emotion")
 
 
@@ -42,8 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=2e-3)
-    parser.add_argument("--width", type=int, default=24, help="filters in the first block (doubles per block)")
-    parser.add_argument("--first-block-convs", type=int, default=1, help="convolutions at full 48x48 resolution")
+    # The defaults are the recipe of the shipped model (models/emotion/2/assets/model_card.json).
+    parser.add_argument("--width", type=int, default=40, help="filters in the first block (doubles per block)")
+    parser.add_argument("--first-block-convs", type=int, default=2, help="convolutions at full 48x48 resolution")
     parser.add_argument("--label-smoothing", type=float, default=0.1)
     parser.add_argument("--no-class-weights", action="store_true")
     parser.add_argument(
@@ -67,6 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", type=Path, default=Path("runs/latest"), help="checkpoints; rerun to resume")
     parser.add_argument("--model-base", type=Path, default=DEFAULT_MODEL_BASE, help="where versions are exported")
     parser.add_argument("--no-export", action="store_true")
+    from emostream_trainer.deploy_command import add_candidate_arguments
+
+    add_candidate_arguments(parser)
     parser.add_argument("--quiet", action="store_true")
 
 
@@ -108,25 +114,12 @@ def _teacher_targets(teachers: list[Path], data: Dataset) -> np.ndarray | None:
     return teacher_probabilities(teachers, data)
 
 
-def run(args: argparse.Namespace) -> int:
+def recipe_of(args: argparse.Namespace, serve: tuple[str, ...]) -> Recipe:
+    """The recipe the flags describe; with no flag it is the shipped model's (a test holds them equal)."""
     from emostream.cpu import computes_bfloat16
-    from emostream_trainer.export import export_version, serving_copy
-    from emostream_trainer.training import Recipe, predict_served, serve_indices, train
+    from emostream_trainer.training import Recipe
 
-    serve = tuple(label.strip() for label in args.labels.split(",") if label.strip())
-    trained = FER_CLASSES if args.train_on == "all" else serve
-    if not 0.0 <= args.distill_weight <= 1.0:
-        print(f"emostream train: --distill-weight {args.distill_weight} is not between 0 and 1", file=sys.stderr)
-        return 2
-    try:
-        check_labels(serve)  # with --train-on all, load() checks only the seven trained classes
-        train_data, validation = _load(args, trained)
-        soft_targets = _teacher_targets(args.teacher, train_data)
-    except (DatasetError, OSError) as error:  # OSError: TF's 'SavedModel file does not exist at ...'
-        print(f"emostream train: {error}", file=sys.stderr)
-        return 2
-    print(f"train {train_data.class_counts()}\nvalidation {validation.class_counts()}", flush=True)
-    recipe = Recipe(
+    return Recipe(
         epochs=args.epochs,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
@@ -143,6 +136,26 @@ def run(args: argparse.Namespace) -> int:
         distill_weight=args.distill_weight if args.teacher else 0.0,
         serve_labels=serve,
     )
+
+
+def run(args: argparse.Namespace) -> int:
+    from emostream_trainer.export import export_version, serving_copy
+    from emostream_trainer.training import predict_served, serve_indices, train
+
+    serve = tuple(label.strip() for label in args.labels.split(",") if label.strip())
+    trained = FER_CLASSES if args.train_on == "all" else serve
+    if not 0.0 <= args.distill_weight <= 1.0:
+        print(f"emostream train: --distill-weight {args.distill_weight} is not between 0 and 1", file=sys.stderr)
+        return 2
+    try:
+        check_labels(serve)  # with --train-on all, load() checks only the seven trained classes
+        train_data, validation = _load(args, trained)
+        soft_targets = _teacher_targets(args.teacher, train_data)
+    except (DatasetError, OSError) as error:  # OSError: TF's 'SavedModel file does not exist at ...'
+        print(f"emostream train: {error}", file=sys.stderr)
+        return 2
+    print(f"train {train_data.class_counts()}\nvalidation {validation.class_counts()}", flush=True)
+    recipe = recipe_of(args, serve)
     started = time.time()
     verbose = 0 if args.quiet else 1
     model = train(train_data, validation, recipe, args.run_dir, verbose=verbose, soft_targets=soft_targets)
@@ -166,8 +179,10 @@ def run(args: argparse.Namespace) -> int:
         "history": _history(args.run_dir / "history.csv"),
     }
     final = export_version(serving_copy(model, len(trained), recipe), indices, serve, args.model_base, card)
-    print(json.dumps({"exported": str(final), "validation_accuracy": accuracy}))
-    return 0
+    print(json.dumps({"exported": str(final), "validation_accuracy": accuracy}), flush=True)
+    from emostream_trainer.deploy_command import announce_candidate
+
+    return announce_candidate(args, final, "emostream train")
 
 
 def main(argv: list[str]) -> int:

@@ -26,8 +26,8 @@ class Recipe:
     weight_decay: float = 5e-4
     warmup_epochs: int = 2
     label_smoothing: float = 0.1
-    width: int = 24
-    first_block_convs: int = 1
+    width: int = 40  # the shipped model's network (models/emotion/2)
+    first_block_convs: int = 2
     class_weights: bool = True
     class_weight_power: float = 1.0
     mixed_precision: bool = True
