@@ -29,7 +29,11 @@ log = logging.getLogger(__name__)
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 MODEL_SERVICE = "tensorflow.serving.ModelService"
 SIGNATURE_DEF_FIELD = "signature_def"
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+MAX_BATCH = 1024
+"""Most faces one Predict may carry (the classifier's largest batch); larger requests are refused unread."""
+COMPUTE_CHUNK = 64
+"""Faces run through the model at once: bounds the memory a request can take, whatever its size."""
 
 
 class RequestError(Exception):
@@ -84,7 +88,9 @@ def _dtype_name(enum: int) -> str:
         return types_pb2.DataType.Name(enum) if enum in types_pb2.DataType.values() else str(enum)
 
 
-def _check_tensor(key: str, proto: tensor_pb2.TensorProto, info: meta_graph_pb2.TensorInfo) -> np.ndarray:
+def _check_tensor(
+    key: str, proto: tensor_pb2.TensorProto, info: meta_graph_pb2.TensorInfo, max_batch: int = MAX_BATCH
+) -> np.ndarray:
     """The request tensor as numpy, if its dtype and shape fit the signature's TensorInfo."""
     if proto.dtype != info.dtype:
         raise RequestError(
@@ -99,6 +105,10 @@ def _check_tensor(key: str, proto: tensor_pb2.TensorProto, info: meta_graph_pb2.
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}' has shape {shape}, expected {wanted}")
     if not shape or shape[0] < 1:
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}' has an empty batch")
+    if shape[0] > max_batch:  # refused before the tensor is decoded
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}' has {shape[0]} items; at most {max_batch} per request"
+        )
     try:
         array: np.ndarray = tf.make_ndarray(proto)
         return array
@@ -108,7 +118,9 @@ def _check_tensor(key: str, proto: tensor_pb2.TensorProto, info: meta_graph_pb2.
         ) from error
 
 
-def predict_inputs(request: predict_pb2.PredictRequest, sig: meta_graph_pb2.SignatureDef) -> dict[str, np.ndarray]:
+def predict_inputs(
+    request: predict_pb2.PredictRequest, sig: meta_graph_pb2.SignatureDef, max_batch: int = MAX_BATCH
+) -> dict[str, np.ndarray]:
     """Validated input arrays for `sig`, keyed like the signature."""
     given, expected = set(request.inputs), set(sig.inputs)
     if given != expected:
@@ -116,15 +128,39 @@ def predict_inputs(request: predict_pb2.PredictRequest, sig: meta_graph_pb2.Sign
             grpc.StatusCode.INVALID_ARGUMENT,
             f"inputs {sorted(given)} do not match the signature's inputs {sorted(expected)}",
         )
-    return {key: _check_tensor(key, request.inputs[key], sig.inputs[key]) for key in expected}
+    return {key: _check_tensor(key, request.inputs[key], sig.inputs[key], max_batch) for key in expected}
+
+
+def predict_in_chunks(loaded: LoadedVersion, image: np.ndarray, chunk: int = COMPUTE_CHUNK) -> dict[str, np.ndarray]:
+    """The model's outputs for `image`, computed `chunk` items at a time so memory stays bounded."""
+    if len(image) <= chunk:
+        return loaded.predict(image)
+    parts = [loaded.predict(image[start : start + chunk]) for start in range(0, len(image), chunk)]
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+def _op_message(error: tf.errors.OpError, limit: int = 300) -> str:
+    """The line of TF's multi-line error that says what went wrong, without graph node listings."""
+    noise = ("Graph execution error", "Detected at node", "[[", "Traceback", "File ")
+    lines = [line.strip() for line in str(error.message).splitlines()]
+    useful = [line for line in lines if line and not line.startswith(noise)]
+    return (useful[-1] if useful else type(error).__name__)[:limit]
+
+
+def _op_status(error: tf.errors.OpError) -> grpc.StatusCode:
+    """TF's error code as the gRPC status, as TF Serving reports it (INVALID_ARGUMENT stays INVALID_ARGUMENT)."""
+    if isinstance(error, tf.errors.InvalidArgumentError):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    return grpc.StatusCode.INTERNAL
 
 
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """tensorflow.serving.PredictionService: Predict and GetModelMetadata."""
 
-    def __init__(self, versions: VersionManager, model_name: str) -> None:
+    def __init__(self, versions: VersionManager, model_name: str, max_batch: int = MAX_BATCH) -> None:
         self.versions = versions
         self.model_name = model_name
+        self.max_batch = max_batch
 
     def Predict(
         self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
@@ -138,15 +174,15 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         # Read the served version once: a swap mid-request cannot mix two versions.
         loaded = resolve_version(self.versions, self.model_name, request.model_spec)
         sig = _signature(loaded, request.model_spec.signature_name)
-        inputs = predict_inputs(request, sig)
+        inputs = predict_inputs(request, sig, self.max_batch)
         unknown = [name for name in request.output_filter if name not in sig.outputs]
         if unknown:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"output_filter names unknown outputs {unknown}")
         try:
-            outputs = loaded.predict(inputs["image"])
+            outputs = predict_in_chunks(loaded, inputs["image"])
         except tf.errors.OpError as error:
             raise RequestError(
-                grpc.StatusCode.INTERNAL, f"model version {loaded.version} failed: {error.message}"
+                _op_status(error), f"model version {loaded.version} failed: {_op_message(error)}"
             ) from error
         wanted = set(request.output_filter) or set(outputs)
         response = predict_pb2.PredictResponse()
@@ -270,6 +306,7 @@ def start_server(
     host: str = "127.0.0.1",
     poll_seconds: float = 1.0,
     max_workers: int = 8,
+    max_batch: int = MAX_BATCH,
 ) -> RunningServer:
     """Bind `host:port` (0 picks a free port) and serve `model_base` as `model_name`.
 
@@ -287,7 +324,7 @@ def start_server(
     ]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers, thread_name_prefix="modelserver"), options=options)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionServicer(versions, model_name), server
+        PredictionServicer(versions, model_name, max_batch), server
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(versions, model_name), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

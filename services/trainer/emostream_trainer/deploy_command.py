@@ -16,6 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from emostream.settings import OneLineParser
 from emostream_trainer.export import MODEL_CARD, RETIRED, next_version, numbered_versions
 
 
@@ -92,7 +93,7 @@ def rollback(base: Path, to: int | None = None) -> int:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="emostream deploy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model-base", type=Path, default=Path("models/emotion"))
