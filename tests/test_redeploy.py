@@ -166,6 +166,8 @@ class Feeder:
                 0.9,
                 np.ascontiguousarray(crop),
                 int(time.time() * 1000),
+                640,
+                480,
             )
             self.client.xadd(names.FACES, wire.encode_face(face), maxlen=100_000)
             self.fed[seq] = kind

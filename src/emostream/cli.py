@@ -88,7 +88,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[0] not in COMMANDS:
         print(f"emostream: unknown command {args[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    return resolve(args[0])(args[1:])
+    command = resolve(args[0])
+    try:
+        return command(args[1:])
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # the last line of defence: every known failure already has its own line
+        if os.environ.get("EMOSTREAM_LOG_LEVEL", "").upper() == "DEBUG":
+            raise
+        lines = str(error).strip().splitlines()
+        print(
+            f"emostream {args[0]}: {type(error).__name__}: {lines[0] if lines else 'no message'} "
+            "(EMOSTREAM_LOG_LEVEL=DEBUG shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":

@@ -28,6 +28,13 @@ class EventsSettings(CommonSettings):
 
     model_config = SettingsConfigDict(extra="forbid", env_prefix="EVENTS_")
 
+    consumer: str = Field(
+        "",
+        validation_alias="EVENTS_CONSUMER",
+        description="read as this consumer of --group: each event is printed once across restarts and "
+        "replicas, acknowledged after it is printed (default: none, follow the stream from now)",
+    )
+    group: str = Field("events", min_length=1, max_length=64, description="consumer group used with --consumer")
     camera: list[str] = Field(default_factory=list, description="only these cameras (default: all)")
     format: Literal["table", "json"] = Field("table", description="table for people, json for programs")
     from_start: bool = Field(False, description="replay what the bounded stream still holds, then follow")
@@ -56,9 +63,43 @@ def follow(client: redis.Redis, start: str = "$", block_ms: int = 1000) -> Itera
                 print(f"skipping malformed event {last}: {error}", file=sys.stderr)
 
 
+def follow_group(
+    client: redis.Redis, group: str, consumer: str, from_start: bool, block_ms: int = 1000
+) -> Iterator[tuple[bytes, EmotionEvent | None] | None]:
+    """(entry id, event) for `consumer` of `group`: its unacknowledged events first, then new ones.
+
+    The caller acknowledges each id once handled. Malformed entries come as (id, None). None when
+    a wait times out.
+    """
+    try:
+        client.xgroup_create(names.EVENTS, group, id="0" if from_start else "$", mkstream=True)
+    except redis.ResponseError as error:
+        if "BUSYGROUP" not in str(error):
+            raise
+    cursor = "0"  # own pending entries first: printed before a crash or stop, but not acknowledged
+    while True:
+        reply = client.xreadgroup(
+            group, consumer, {names.EVENTS: cursor}, count=500, block=None if cursor != ">" else block_ms
+        )
+        entries = reply[0][1] if reply else []
+        if not entries:
+            if cursor == ">":
+                yield None
+            cursor = ">"
+            continue
+        for entry_id, fields in entries:
+            if cursor != ">":
+                cursor = entry_id.decode()
+            try:
+                yield entry_id, decode_event(fields) if fields else None
+            except WireError as error:
+                print(f"skipping malformed event {entry_id.decode()}: {error}", file=sys.stderr)
+                yield entry_id, None
+
+
 def format_event(event: EmotionEvent, style: str) -> str:
-    if style == "json":
-        return json.dumps(asdict(event), separators=(",", ":"))
+    if style == "json":  # strict JSON (no NaN); decode_event already refused non-finite numbers
+        return json.dumps(asdict(event), separators=(",", ":"), allow_nan=False)
     box = f"{event.box.x},{event.box.y},{event.box.w},{event.box.h}"
     latency = f"{event.ts_event_ms - event.ts_capture_ms}ms"
     return (
@@ -68,14 +109,31 @@ def format_event(event: EmotionEvent, style: str) -> str:
 
 
 def print_events(client: redis.Redis, settings: EventsSettings, out: TextIO = sys.stdout) -> int:
-    printed = 0
     if settings.format == "table":
         print(TABLE_HEADER, file=out, flush=True)
+    if settings.consumer:
+        return _print_group(client, settings, out)
+    printed = 0
     for event in follow(client, "0-0" if settings.from_start else "$"):
         if event is None or (settings.camera and event.camera not in settings.camera):
             continue
         print(format_event(event, settings.format), file=out, flush=True)
         printed += 1
+        if settings.limit and printed >= settings.limit:
+            break
+    return printed
+
+
+def _print_group(client: redis.Redis, settings: EventsSettings, out: TextIO) -> int:
+    printed = 0
+    for item in follow_group(client, settings.group, settings.consumer, settings.from_start):
+        if item is None:
+            continue
+        entry_id, event = item
+        if event is not None and (not settings.camera or event.camera in settings.camera):
+            print(format_event(event, settings.format), file=out, flush=True)
+            printed += 1
+        client.xack(names.EVENTS, settings.group, entry_id)  # after printing: a crash prints it again, never skips it
         if settings.limit and printed >= settings.limit:
             break
     return printed

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import socket
 import sys
 
 from emostream.connection import RedisUnavailable, connect
-from emostream.settings import DEFAULT_REDIS_URL
+from emostream.settings import DEFAULT_REDIS_URL, OneLineParser
 from emostream.telemetry import healthy
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="emostream health", description=__doc__)
+    parser = OneLineParser(prog="emostream health", description=__doc__)
     parser.add_argument("service", choices=("capture", "detector", "classifier"))
     parser.add_argument("--consumer", default=os.environ.get("EMOSTREAM_CONSUMER", socket.gethostname()))
     args = parser.parse_args(argv)

@@ -8,15 +8,19 @@ captured, every frame detected and every face has its event.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
+from types import FrameType
 from typing import Literal
 from urllib.parse import urlparse
 
@@ -25,7 +29,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from emostream import names
-from emostream.connection import RedisUnavailable, connect
+from emostream.connection import RedisUnavailable, connect, redact
 from emostream.events_command import TABLE_HEADER, follow, format_event, last_event_id
 from emostream.settings import CommonSettings, load
 from emostream.telemetry import healthy
@@ -60,6 +64,12 @@ class UpSettings(CommonSettings):
     classifiers: int = Field(1, ge=1, le=32, description="classifier replicas")
     format: Literal["table", "json"] = Field("table", description="how events are printed")
     timeout_s: float = Field(0.0, ge=0, description="with --once, fail after this many seconds (0: never)")
+    redis_dir: Path | None = Field(
+        None,
+        description="if a private redis-server is started, keep its data here (append-only file, fsync every "
+        "second) so that a restart loses at most the last second; frames hold faces, so unset (the default) "
+        "nothing reaches the disk",
+    )
 
 
 def free_port() -> int:
@@ -67,6 +77,26 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM if `up` itself dies, even by SIGKILL (Linux)."""
+    with suppress(OSError, AttributeError):  # not Linux: SIGTERM and SIGINT handling still stop every child
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGINT and SIGTERM wait until the block ends, so a second Ctrl-C cannot cut a cleanup short."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 class Children:
@@ -77,7 +107,7 @@ class Children:
         self.running: list[tuple[str, subprocess.Popen[bytes]]] = []
 
     def start(self, name: str, args: list[str], **env: str) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(args, env={**self.env, **env})
+        process = subprocess.Popen(args, env={**self.env, **env}, preexec_fn=_die_with_parent)
         self.running.append((name, process))
         return process
 
@@ -93,19 +123,41 @@ class Children:
         return None
 
     def stop(self, timeout_s: float = 10.0) -> None:
-        for _, process in reversed(self.running):
-            if process.poll() is None:
-                process.terminate()
-        deadline = time.monotonic() + timeout_s
-        for _, process in reversed(self.running):
-            try:
-                process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        """SIGTERM every child (each finishes or leaves pending what it holds), SIGKILL what outlives `timeout_s`."""
+        with signals_held():
+            for _, process in reversed(self.running):
+                if process.poll() is None:
+                    process.terminate()
+            deadline = time.monotonic() + timeout_s
+            for _, process in reversed(self.running):
+                try:
+                    process.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
 
 
-def ensure_redis(url: str, children: Children, folder: Path) -> str:
+def redis_server_args(server: str, port: int, folder: Path, data_dir: Path | None) -> list[str]:
+    """A private redis-server on 127.0.0.1:`port`: nothing saved, or an append-only file in `data_dir`."""
+    persistence = ["--appendonly", "no", "--dir", str(folder)]
+    if data_dir is not None:
+        persistence = ["--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(data_dir)]
+    return [
+        server,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        *persistence,
+        # its log stays out of stdout, which carries the events (JSON lines with --format json)
+        "--logfile",
+        str(Path(folder) / "redis.log"),
+    ]
+
+
+def ensure_redis(url: str, children: Children, folder: Path, data_dir: Path | None = None) -> str:
     """`url` if Redis answers there; else the URL of a private redis-server started here."""
     try:
         connect(url, timeout_s=1.0).close()
@@ -118,32 +170,17 @@ def ensure_redis(url: str, children: Children, folder: Path) -> str:
                 f"`{PROG}` start a private one, or point EMOSTREAM_REDIS_URL at a Redis."
             ) from None
     port = free_port()
-    children.start(
-        "redis",
-        [
-            server,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(folder),
-            # its log stays out of stdout, which carries the events (JSON lines with --format json)
-            "--logfile",
-            str(Path(folder) / "redis.log"),
-        ],
-    )
+    if data_dir is not None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    children.start("redis", redis_server_args(server, port, folder, data_dir))
     private = f"redis://127.0.0.1:{port}/0"
+    kept = f"data kept in {data_dir}" if data_dir is not None else "nothing saved"
     deadline = time.monotonic() + 10
     while True:
         try:
             connect(private, timeout_s=0.5).close()
             print(
-                f"{PROG}: no Redis at {url}; started a private redis-server at {private} (nothing saved)",
+                f"{PROG}: no Redis at {redact(url)}; started a private redis-server at {private} ({kept})",
                 file=sys.stderr,
             )
             return private
@@ -252,17 +289,23 @@ def camera_ids(sources: list[str]) -> list[str]:
     return [source.camera for source in parse_sources(sources, 10.0)]
 
 
+def reset_progress(client: redis.Redis, cameras: list[str]) -> None:
+    """Clear this run's cameras' counters before anything starts, so a previous run's 'done' cannot end this one."""
+    client.delete(*(names.progress(camera) for camera in cameras))
+
+
 def run(settings: UpSettings) -> int:
     children = Children({**os.environ, "EMOSTREAM_LOG_LEVEL": os.environ.get("EMOSTREAM_LOG_LEVEL", "WARNING")})
     with ExitStack() as stack:
-        stack.callback(children.stop)
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="emostream-up-")))
-        redis_url = ensure_redis(settings.redis_url, children, scratch)
+        stack.callback(children.stop)  # runs first: every child has ended before its temp folder goes
+        sources = settings.sources or default_sources(scratch)
+        cameras = camera_ids(sources)  # a bad source stops here, before anything has started
+        redis_url = ensure_redis(settings.redis_url, children, scratch, settings.redis_dir)
         children.env["EMOSTREAM_REDIS_URL"] = redis_url
         client = connect(redis_url)
         start = last_event_id(client)  # before any service starts: no event of this run is missed
-        sources = settings.sources or default_sources(scratch)
-        cameras = camera_ids(sources)
+        reset_progress(client, cameras)
         from emostream_detector.model_file import default_dir, fetch
 
         detector_models = Path(os.environ.get("DETECTOR_MODEL_DIR", default_dir()))
@@ -327,13 +370,31 @@ def print_until_done(
     return 1
 
 
+class Stopped(Exception):
+    """SIGTERM (or SIGHUP) arrived: unwind like Ctrl-C, stopping every child and removing the temp folder."""
+
+
+def _raise_stopped(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signum, signal.SIG_IGN)  # once: a second signal must not cut the cleanup short
+    raise Stopped(signal.Signals(signum).name)
+
+
 def main(argv: list[str]) -> int:
     settings = load(UpSettings, argv, prog=PROG, positional="sources")
+    from emostream_capture.sources import SourceError
+
+    handlers = {signum: signal.signal(signum, _raise_stopped) for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
         return run(settings)
+    except SourceError as error:
+        print(f"{PROG}: {error}", file=sys.stderr)
+        return 2
     except (RedisUnavailable, NotReady) as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"\n{PROG}: stopping", file=sys.stderr)
+    except (KeyboardInterrupt, Stopped):
+        print(f"\n{PROG}: stopped; every service it started has ended", file=sys.stderr)
         return 0
+    finally:
+        for number, handler in handlers.items():
+            signal.signal(number, handler)

@@ -8,6 +8,8 @@ CAMERAS = f"{PREFIX}:cameras"
 FACES = f"{PREFIX}:faces"
 EVENTS = f"{PREFIX}:events"
 DEAD_LETTERS = f"{PREFIX}:deadletters"
+DEAD_LETTER_COUNTS = f"{PREFIX}:deadletters:counts"
+"""Hash of dead letters by reason kind (WireError.kind), never trimmed."""
 DETECTOR_GROUP = "detector"
 CLASSIFIER_GROUP = "classifier"
 

@@ -6,6 +6,7 @@ A bad value stops the service at start with one line naming the setting.
 from __future__ import annotations
 
 import argparse
+import re
 import socket
 import sys
 import types
@@ -13,8 +14,10 @@ import typing
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from emostream.connection import check_url, redact
 
 S = TypeVar("S", bound=BaseSettings)
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -53,6 +56,11 @@ class CommonSettings(BaseSettings):
         description="approximate length bound of the frame and face streams",
     )
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str) -> str:
+        return check_url(value)
+
 
 def env_name(cls: type[BaseSettings], field: str) -> str:
     """The environment variable that sets `field` of `cls`."""
@@ -78,7 +86,9 @@ def _is_list(annotation: Any) -> bool:
 POSITIONAL = "_positional"
 
 
-class _OneLineParser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with one line for a bad argument (`prog: problem (see --help)`) instead of its usage block."""
+
     def error(self, message: str) -> typing.NoReturn:
         # One line like every other bad value, not argparse's usage block.
         print(f"{self.prog}: {message} (see --help)", file=sys.stderr)
@@ -95,7 +105,7 @@ def build_parser(
 
     `positional` names a list field that bare arguments extend (`capture a.mp4 b.mp4`).
     """
-    parser = _OneLineParser(prog=prog, description=description or cls.__doc__)
+    parser = OneLineParser(prog=prog, description=description or cls.__doc__)
     if positional:
         parser.add_argument(
             POSITIONAL,
@@ -130,13 +140,28 @@ def load(cls: type[S], argv: Sequence[str] | None, prog: str, positional: str | 
     bare = parsed.pop(POSITIONAL, [])
     if positional and bare:
         parsed[positional] = [*parsed.get(positional, []), *bare]
+    if "@" in str(parsed.get("redis_url", "")) and redact(parsed["redis_url"]) != parsed["redis_url"]:
+        # A flag is in the command line, which `ps` shows every user of the machine.
+        _fail(prog, "--redis-url holds a password, which `ps` shows to everyone; set EMOSTREAM_REDIS_URL instead")
     try:
         return cls(**{**overrides, **parsed})
+    except SettingsError as error:  # the environment holds a value that is not even parseable (bad JSON)
+        found = re.search(r'field "(\w+)"', str(error))
+        field = found.group(1) if found else "?"
+        where = f"{_flag(field)} / {env_name(cls, field)}" if field in cls.model_fields else field
+        _fail(prog, f'invalid setting {where}: not valid JSON (a list is written like ["a", "b"])')
     except ValidationError as error:
         first = error.errors()[0]
         field = str(first["loc"][0]) if first["loc"] else "?"
         by_alias = {info.validation_alias: name for name, info in cls.model_fields.items()}
         field = str(by_alias.get(field, field))  # an environment error names the alias
         where = f"{_flag(field)} / {env_name(cls, field)}" if field in cls.model_fields else field
-        print(f"{prog}: invalid setting {where}: {first['msg']} (got {first.get('input')!r})", file=sys.stderr)
-        raise SystemExit(2) from None
+        given = first.get("input")
+        shown = redact(given) if field == "redis_url" and isinstance(given, str) else given
+        message = str(first["msg"]).removeprefix("Value error, ")
+        _fail(prog, f"invalid setting {where}: {message} (got {shown!r})")
+
+
+def _fail(prog: str, message: str) -> typing.NoReturn:
+    print(f"{prog}: {message}", file=sys.stderr)
+    raise SystemExit(2)

@@ -21,6 +21,7 @@ from emostream.wire import WireError
 T = TypeVar("T")
 Fields = Mapping[str, str] | Mapping[bytes, bytes] | Mapping[str | bytes, str | bytes]
 log = logging.getLogger(__name__)
+DEAD_LETTERS_MAXLEN = 1000
 
 # One atomic step: mark the input handled, add the output entries, bump counters.
 # Nothing is written when the marker already exists, so a replay is a no-op.
@@ -101,6 +102,29 @@ def ensure_group(client: redis.Redis, stream: str, group: str) -> None:
             raise
 
 
+def add_dead_letter(
+    pipe: redis.client.Pipeline,
+    stream: str,
+    entry_id: bytes | str,
+    group: str,
+    reason: str,
+    kind: str,
+    fields: Mapping[bytes, bytes] | None = None,
+) -> None:
+    """Queue on `pipe` one dead-letter record and its count by `kind`."""
+    record: dict[str | bytes, str | bytes] = {
+        "stream": stream,
+        "id": entry_id,
+        "group": group,
+        "kind": kind,
+        "reason": reason,
+        # Field names and sizes only: the payload may hold a face, which is not kept.
+        "fields": ",".join(f"{key.decode(errors='replace')}:{len(value)}" for key, value in (fields or {}).items()),
+    }
+    pipe.xadd(names.DEAD_LETTERS, record, maxlen=DEAD_LETTERS_MAXLEN, approximate=True)
+    pipe.hincrby(names.DEAD_LETTER_COUNTS, kind, 1)
+
+
 class Consumer(Generic[T]):
     """Reads decoded entries for one consumer of a group over one or more streams."""
 
@@ -114,6 +138,7 @@ class Consumer(Generic[T]):
         *,
         claim_idle_ms: int = 30_000,
         claim_every_s: float = 5.0,
+        on_bad_stream: Callable[[str, str], None] | None = None,
     ) -> None:
         self.client = client
         self.group = group
@@ -122,21 +147,50 @@ class Consumer(Generic[T]):
         self.streams = streams
         self.claim_idle_ms = claim_idle_ms
         self.claim_every_s = claim_every_s
+        self.on_bad_stream = on_bad_stream
         self._known: set[str] = set()
+        self._rejected: dict[str, float] = {}  # stream -> when to look at it again
         self._recovering = True
         self._next_claim = time.monotonic() + claim_every_s
         self.dead_lettered = 0
 
     def _refresh_streams(self) -> list[str]:
-        current = sorted(set(self.streams()))
-        for stream in current:
+        """The streams to read; a key that is not a stream is set aside (and looked at again later)."""
+        now = time.monotonic()
+        current = []
+        for stream in sorted(set(self.streams())):
             if stream not in self._known:
-                ensure_group(self.client, stream, self.group)
+                if self._rejected.get(stream, 0.0) > now:
+                    continue
+                try:
+                    ensure_group(self.client, stream, self.group)
+                except redis.ResponseError as error:  # WRONGTYPE: something else wrote that key
+                    self._rejected[stream] = now + self.claim_every_s
+                    log.error("not reading %s: %s", stream, error)
+                    if self.on_bad_stream:
+                        self.on_bad_stream(stream, str(error))
+                    continue
+                self._rejected.pop(stream, None)
                 self._known.add(stream)
+            current.append(stream)
         return current
 
     def read(self, count: int, block_ms: int) -> list[Message[T]]:
-        """Own pending entries first (after a restart), then claimed idle ones, then new ones."""
+        """Own pending entries first (after a restart), then claimed idle ones, then new ones.
+
+        A group or stream that vanished (a Redis restart without persistence, a deleted key) is
+        created again on the next read instead of stopping the service.
+        """
+        try:
+            return self._read(count, block_ms)
+        except redis.ResponseError as error:
+            if not str(error).startswith(("NOGROUP", "WRONGTYPE")):
+                raise
+            log.warning("streams changed under the consumer (%s); joining them again", error)
+            self._known.clear()
+            return []
+
+    def _read(self, count: int, block_ms: int) -> list[Message[T]]:
         streams = self._refresh_streams()
         if not streams:
             time.sleep(block_ms / 1000)
@@ -179,22 +233,16 @@ class Consumer(Generic[T]):
                 try:
                     messages.append(Message(stream, entry_id, self.decode(fields)))
                 except WireError as error:
-                    self.dead_letter(stream, entry_id, fields, str(error))
+                    self.dead_letter(stream, entry_id, fields, str(error), error.kind)
         return messages
 
-    def dead_letter(self, stream: str, entry_id: bytes, fields: Mapping[bytes, bytes], reason: str) -> None:
-        """Set a bad entry aside with the reason, acknowledge it, and go on."""
+    def dead_letter(
+        self, stream: str, entry_id: bytes, fields: Mapping[bytes, bytes], reason: str, kind: str = "malformed"
+    ) -> None:
+        """Set a bad entry aside with the reason, count it by kind, acknowledge it, and go on."""
         log.error("dead-lettering %s %s: %s", stream, entry_id.decode(), reason)
-        record: dict[str | bytes, str | bytes] = {
-            "stream": stream,
-            "id": entry_id,
-            "group": self.group,
-            "reason": reason,
-        }
-        # Field names and sizes only: the payload may hold a face, which is not kept.
-        record["fields"] = ",".join(f"{key.decode(errors='replace')}:{len(value)}" for key, value in fields.items())
         pipe = self.client.pipeline()
-        pipe.xadd(names.DEAD_LETTERS, record, maxlen=1000, approximate=True)
+        add_dead_letter(pipe, stream, entry_id, self.group, reason, kind, fields)
         pipe.xack(stream, self.group, entry_id)
         pipe.execute()
         self.dead_lettered += 1

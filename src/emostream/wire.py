@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,10 +13,40 @@ from emostream.v1 import messages_pb2 as pb
 
 CROP_SIZE = 48
 PAYLOAD_FIELD = b"pb"
+CAMERA_ID_PATTERN = r"[A-Za-z0-9_.-]{1,64}"
+"""What a camera id may be, everywhere: it becomes part of Redis keys and of log lines."""
+CAMERA_ID = re.compile(f"^{CAMERA_ID_PATTERN}$")
+MAX_FRAME_SIDE = 16_384
+"""Largest frame width or height accepted (capture's --max-width bound)."""
+MAX_JPEG_BYTES = 8 * 1024 * 1024
+MAX_FACES_PER_FRAME = 256
 
 
 class WireError(ValueError):
-    """A stream entry that cannot be decoded; the message says which field is wrong."""
+    """A stream entry that cannot be decoded or breaks the contract; the message says which field.
+
+    `kind` is a short stable name for the reason, used to count dead letters by reason.
+    """
+
+    def __init__(self, message: str, kind: str = "malformed") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def check_camera(camera: str, what: str = "entry") -> str:
+    """`camera` if it is a valid camera id; else WireError (shown with repr, so newlines stay visible)."""
+    if not CAMERA_ID.match(camera):
+        shown = repr(camera[:40]) + ("..." if len(camera) > 40 else "")
+        raise WireError(
+            f"{what} has camera id {shown} ({len(camera)} chars): it must match {CAMERA_ID_PATTERN}", "bad_camera"
+        )
+    return camera
+
+
+def _finite(value: float, low: float, high: float, what: str) -> float:
+    if not (math.isfinite(value) and low <= value <= high):
+        raise WireError(f"{what} is {value!r}, outside [{low:g}, {high:g}]", "bad_value")
+    return value
 
 
 @dataclass(frozen=True)
@@ -47,6 +79,8 @@ class Face:
     crop: np.ndarray
     """48x48 grey uint8."""
     ts_detect_ms: int
+    frame_width: int
+    frame_height: int
 
     @property
     def identity(self) -> str:
@@ -72,12 +106,14 @@ class EmotionEvent:
 def _parse(message_type: type, fields: dict[bytes, bytes], what: str):  # type: ignore[no-untyped-def]
     payload = fields.get(PAYLOAD_FIELD)
     if payload is None:
-        raise WireError(f"{what} entry has no '{PAYLOAD_FIELD.decode()}' field")
+        raise WireError(f"{what} entry has no '{PAYLOAD_FIELD.decode()}' field", "no_payload")
     message = message_type()
     try:
         message.ParseFromString(payload)
     except Exception as error:  # protobuf raises DecodeError or RuntimeError by backend
-        raise WireError(f"{what} entry is not a valid {message_type.__name__} protobuf: {error}") from error
+        raise WireError(
+            f"{what} entry is not a valid {message_type.__name__} protobuf: {error}", "bad_protobuf"
+        ) from error
     return message
 
 
@@ -93,10 +129,19 @@ def encode_frame(frame: Frame) -> dict[bytes, bytes]:
     return {PAYLOAD_FIELD: message.SerializeToString()}
 
 
+def _check_size(width: int, height: int, what: str) -> None:
+    if not (1 <= width <= MAX_FRAME_SIDE and 1 <= height <= MAX_FRAME_SIDE):
+        raise WireError(f"{what} claims a frame of {width}x{height} pixels (1 to {MAX_FRAME_SIDE} a side)", "bad_size")
+
+
 def decode_frame(fields: dict[bytes, bytes]) -> Frame:
     m = _parse(pb.Frame, fields, "frame")
-    if not m.camera or not m.jpeg:
-        raise WireError("frame entry lacks a camera id or image bytes")
+    check_camera(m.camera, "frame")
+    if not m.jpeg:
+        raise WireError(f"frame {m.camera}/{m.seq} has no image bytes", "no_image")
+    if len(m.jpeg) > MAX_JPEG_BYTES:
+        raise WireError(f"frame {m.camera}/{m.seq} has {len(m.jpeg)} image bytes (at most {MAX_JPEG_BYTES})", "too_big")
+    _check_size(m.width, m.height, f"frame {m.camera}/{m.seq}")
     return Frame(m.camera, m.seq, m.ts_capture_ms, m.jpeg, m.width, m.height)
 
 
@@ -112,18 +157,49 @@ def encode_face(face: Face) -> dict[bytes, bytes]:
         score=face.score,
         crop=np.ascontiguousarray(face.crop, dtype=np.uint8).tobytes(),
         ts_detect_ms=face.ts_detect_ms,
+        frame_width=face.frame_width,
+        frame_height=face.frame_height,
     )
     return {PAYLOAD_FIELD: message.SerializeToString()}
 
 
+def check_box(box: Box, width: int, height: int, what: str) -> Box:
+    """`box` if it has a size and lies inside a `width` x `height` frame; else WireError."""
+    inside = box.x >= 0 and box.y >= 0 and box.w >= 1 and box.h >= 1
+    if not (inside and box.x + box.w <= width and box.y + box.h <= height):
+        raise WireError(
+            f"{what} box (x={box.x}, y={box.y}, w={box.w}, h={box.h}) is not inside its {width}x{height} frame",
+            "bad_box",
+        )
+    return box
+
+
 def decode_face(fields: dict[bytes, bytes]) -> Face:
     m = _parse(pb.Face, fields, "face")
+    check_camera(m.camera, "face")
+    what = f"face {m.camera}/{m.frame_seq}/{m.face_index}"
     if len(m.crop) != CROP_SIZE * CROP_SIZE:
-        raise WireError(f"face crop has {len(m.crop)} bytes, expected {CROP_SIZE * CROP_SIZE} (48x48 grey)")
+        raise WireError(
+            f"{what} crop has {len(m.crop)} bytes, expected {CROP_SIZE * CROP_SIZE} (48x48 grey)", "bad_crop"
+        )
+    if not (m.face_index < m.faces_in_frame <= MAX_FACES_PER_FRAME):
+        raise WireError(f"{what} is face {m.face_index} of {m.faces_in_frame} in its frame", "bad_value")
+    _check_size(m.frame_width, m.frame_height, what)
+    box = check_box(Box(m.box.x, m.box.y, m.box.w, m.box.h), m.frame_width, m.frame_height, what)
+    _finite(m.score, 0.0, 1.0, f"{what} detector score")
     crop = np.frombuffer(m.crop, dtype=np.uint8).reshape(CROP_SIZE, CROP_SIZE)
-    box = Box(m.box.x, m.box.y, m.box.w, m.box.h)
     return Face(
-        m.camera, m.frame_seq, m.ts_capture_ms, m.face_index, m.faces_in_frame, box, m.score, crop, m.ts_detect_ms
+        m.camera,
+        m.frame_seq,
+        m.ts_capture_ms,
+        m.face_index,
+        m.faces_in_frame,
+        box,
+        m.score,
+        crop,
+        m.ts_detect_ms,
+        m.frame_width,
+        m.frame_height,
     )
 
 
@@ -154,7 +230,7 @@ def decode_event(fields: dict[bytes, bytes] | dict[str, str]) -> EmotionEvent:
         for k, v in fields.items()
     }
     try:
-        return EmotionEvent(
+        event = EmotionEvent(
             camera=text["camera"],
             frame_seq=int(text["frame_seq"]),
             face_index=int(text["face_index"]),
@@ -170,3 +246,10 @@ def decode_event(fields: dict[bytes, bytes] | dict[str, str]) -> EmotionEvent:
         )
     except (KeyError, ValueError, TypeError, AttributeError) as error:
         raise WireError(f"event entry is malformed: {error!r}") from error
+    check_camera(event.camera, "event")
+    for name, value in [("score", event.score), ("detector_score", event.detector_score), *event.scores.items()]:
+        _finite(value, 0.0, 1.0, f"event {event.camera}/{event.frame_seq} {name}")
+    b = event.box
+    if min(b.x, b.y) < 0 or min(b.w, b.h) < 1:
+        raise WireError(f"event {event.camera}/{event.frame_seq} has box {b}", "bad_box")
+    return event

@@ -11,14 +11,16 @@ import cv2
 import numpy as np
 import pytest
 import redis
-from emostream_capture.capture import backlog, publish, run_capture, run_source
+from emostream_capture.capture import SharedMeter, backlog, publish, run_capture, run_source
 from emostream_capture.sources import parse_source, parse_sources
 
 from emostream import names
 from emostream.streams import ensure_group
+from emostream.telemetry import Meter
 from tests.capture.conftest import progress, read_frames, settings, start_source, write_images, write_video
 
 pytestmark = pytest.mark.timeout(30)
+log = logging.getLogger("test.capture")
 N_FRAMES = 20
 FPS = 10.0
 
@@ -45,11 +47,48 @@ def test_video_file_publishes_every_frame_with_progress(tmp_path: Path, client: 
     assert client.sismember(names.CAMERAS, "clip")
 
 
-def test_rerun_resets_progress(tmp_path: Path, client: redis.Redis, redis_url: str) -> None:
+def test_a_restarted_capture_adds_to_the_counters(tmp_path: Path, client: redis.Redis, redis_url: str) -> None:
+    # A capture restarted by its supervisor must not erase what the pipeline counted so far;
+    # `emostream up` clears the counters itself when a new run starts.
     source = parse_source(str(write_video(tmp_path / "again.avi", 3, FPS)))
     client.hset(names.progress("again"), mapping={"frames_published": 99, "frames_detected": 7})
     run_source(client, source, settings(redis_url, realtime=False), threading.Event())
-    assert progress(client, "again") == {"frames_published": "3", "done": "1", "frames_total": "3"}
+    expected = {"frames_published": "102", "frames_detected": "7", "done": "1", "frames_total": "3"}
+    assert progress(client, "again") == expected
+
+
+def test_paced_sources_drop_and_count_frames_the_detectors_cannot_take(
+    tmp_path: Path, client: redis.Redis, redis_url: str
+) -> None:
+    # No detector reads: after shed_backlog frames wait, the rest are dropped at capture and counted.
+    source = parse_source(f"busy={write_video(tmp_path / 'busy.avi', 12, 200.0)}")
+    run_source(client, source, settings(redis_url, realtime=True, shed_backlog=5), threading.Event())
+    assert [f.seq for f in read_frames(client, "busy")] == [0, 1, 2, 3, 4]
+    assert progress(client, "busy") == {
+        "frames_published": "5",
+        "frames_dropped": "7",
+        "done": "1",
+        "frames_total": "5",
+    }
+
+
+def test_capture_registers_its_camera_again_after_redis_forgot_it(
+    tmp_path: Path, client: redis.Redis, redis_url: str
+) -> None:
+    source = parse_source(f"again={write_video(tmp_path / 'again.avi', 3, FPS)}")
+    stop = threading.Event()
+    frames = 0
+
+    class Forgetful(SharedMeter):
+        def add(self, name: str, amount: int = 1) -> None:
+            nonlocal frames
+            frames += amount
+            if frames == 1:
+                client.delete(names.CAMERAS)  # what a Redis restart without persistence does
+
+    run_source(client, source, settings(redis_url, realtime=False), stop, Forgetful(Meter(client, "t", "t", log)))
+    assert frames == 3
+    assert client.sismember(names.CAMERAS, "again")
 
 
 def test_realtime_paces_at_the_file_rate(tmp_path: Path, client: redis.Redis, redis_url: str) -> None:

@@ -24,6 +24,8 @@ def make_faces(count: int, camera: str = "cam", seed: int = 11) -> list[Face]:
             0.9,
             per_label[seq % len(LABELS)][seq, :, :, 0],
             1_000 + seq,
+            640,
+            480,
         )
         for seq in range(count)
     ]

@@ -292,3 +292,106 @@ def test_fetch_rejects_unknown_bytes_naming_every_source(tmp_path: Path) -> None
         model_file.fetch(tmp_path, get=get)
     assert "official URL" in str(failed.value)
     assert not list(tmp_path.iterdir())
+
+
+# Hostile frames and registry entries
+
+
+def with_header_size(data: bytes, width: int, height: int) -> bytes:
+    """A JPEG whose header (SOF0) claims `width` x `height`: the bytes of a decompression bomb, small."""
+    at = data.index(b"\xff\xc0")
+    return data[: at + 5] + height.to_bytes(2, "big") + width.to_bytes(2, "big") + data[at + 9 :]
+
+
+def dead_letters(client: redis.Redis) -> list[dict[str, str]]:
+    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in client.xrange(names.DEAD_LETTERS)]
+
+
+def test_bad_registry_entries_are_dead_lettered_and_never_stop_the_detector(
+    detector: Detector,
+    redis_client: redis.Redis,
+    frames: list[np.ndarray],
+) -> None:
+    redis_client.sadd(names.CAMERAS, b"\xff\xfe", b"evil\nline", b"x" * 5000, b"broken")
+    redis_client.set(names.frames("broken"), "a string, not a stream")
+    put_frame(redis_client, Frame("good", 0, 5_000, jpeg(frames[0]), 800, 450))
+    run_until(detector, lambda: progress(redis_client, "good").get("frames_detected") == 1, "the good camera detected")
+    for _ in range(3):  # a restarted detector meets the same registry: nothing is left to crash it
+        detector.step()
+    assert redis_client.smembers(names.CAMERAS) == {b"good"}
+    letters = dead_letters(redis_client)
+    assert sorted(letter["kind"] for letter in letters) == ["bad_camera", "bad_camera", "bad_camera", "bad_stream"]
+    assert all(letter["stream"] == names.CAMERAS for letter in letters)
+    assert any("not UTF-8" in letter["reason"] for letter in letters)
+    assert any("is not a stream" in letter["reason"] and "broken" in letter["reason"] for letter in letters)
+    assert all("\n" not in letter["reason"] and len(letter["reason"]) < 400 for letter in letters)
+    counts = {k.decode(): int(v) for k, v in redis_client.hgetall(names.DEAD_LETTER_COUNTS).items()}
+    assert counts == {"bad_camera": 3, "bad_stream": 1}
+
+
+def test_a_jpeg_too_large_is_refused_from_its_header_before_decoding(
+    detector: Detector,
+    redis_client: redis.Redis,
+    frames: list[np.ndarray],
+) -> None:
+    small = cv2.resize(frames[0], (64, 36))
+    bomb = with_header_size(jpeg(small), 12_000, 12_000)
+    put_frame(redis_client, Frame(CAMERA, 0, 1_000, bomb, 12_000, 12_000))
+    put_frame(redis_client, Frame(CAMERA, 1, 1_001, jpeg(frames[1]), 800, 451))  # claims a size it does not have
+    put_frame(redis_client, Frame(CAMERA, 2, 1_002, jpeg(frames[2]), 800, 450))
+    run_until(detector, lambda: progress(redis_client).get("frames_detected") == 1, "the good frame detected")
+    assert progress(redis_client) == {"frames_detected": 1, "faces_detected": 2, "frames_failed": 2}
+    letters = {letter["kind"]: letter["reason"] for letter in dead_letters(redis_client)}
+    assert "12000x12000 pixels (144.0 MP) is over the 33.2 MP limit; not decoded" in letters["too_many_pixels"]
+    assert "says 800x451 but its JPEG is 800x450" in letters["bad_size"]
+
+
+def test_a_frame_claiming_another_camera_is_dead_lettered(
+    detector: Detector,
+    redis_client: redis.Redis,
+    frames: list[np.ndarray],
+) -> None:
+    redis_client.sadd(names.CAMERAS, "demo")
+    redis_client.xadd(names.frames("demo"), wire.encode_frame(Frame("evil", 0, 1_000, jpeg(frames[0]), 800, 450)))
+    put_frame(redis_client, Frame("demo", 1, 1_001, jpeg(frames[1]), 800, 450))
+    run_until(detector, lambda: progress(redis_client, "demo").get("frames_detected") == 1, "the good frame detected")
+    assert progress(redis_client, "demo") == {"frames_detected": 1, "faces_detected": 2, "frames_failed": 1}
+    assert not redis_client.exists(names.progress("evil"))
+    assert {f.camera for f in faces(redis_client)} == {"demo"}
+    [letter] = dead_letters(redis_client)
+    assert letter["kind"] == "camera_mismatch"
+    assert letter["reason"] == "frame claims camera 'evil' but came from emostream:frames:demo"
+
+
+def test_faces_carry_their_frame_size_and_boxes_inside_it(
+    detector: Detector,
+    redis_client: redis.Redis,
+) -> None:
+    # The astronaut's face near the left edge: MediaPipe's box would start left of the frame.
+    image = np.full((300, 400, 3), 200, np.uint8)
+    face = astronaut_bgr()[30:250, 150:330]
+    image[40:260, 0:160] = face[:, 20:]
+    put_frame(redis_client, Frame(CAMERA, 0, 1_000, jpeg(image), 400, 300))
+    run_until(detector, lambda: progress(redis_client).get("frames_detected") == 1, "the frame detected")
+    for found in faces(redis_client):  # decode_face checks the box against the frame size
+        assert (found.frame_width, found.frame_height) == (400, 300)
+        assert found.box.x >= 0 and found.box.x + found.box.w <= 400
+
+
+def test_the_detector_waits_while_the_classifiers_are_behind(
+    detector: Detector,
+    redis_client: redis.Redis,
+    frames: list[np.ndarray],
+) -> None:
+    # 500 faces nobody has classified: detecting more would only get faces trimmed unread from their stream.
+    pipe = redis_client.pipeline()
+    for _ in range(500):
+        pipe.xadd(names.FACES, {"pb": b""})
+    pipe.execute()
+    put_frame(redis_client, Frame(CAMERA, 0, 1_000, jpeg(frames[0]), 800, 450))
+    for _ in range(3):
+        detector.step()
+    assert progress(redis_client) == {}
+    assert redis_client.xlen(names.FACES) == 500  # nothing added: the frame waits in its stream
+    redis_client.delete(names.FACES)  # the classifiers caught up
+    run_until(detector, lambda: progress(redis_client).get("frames_detected") == 1, "the frame detected")

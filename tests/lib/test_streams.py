@@ -272,3 +272,27 @@ def test_messages_carry_stream_and_id(redis_client: redis.Redis, count: int) -> 
     messages = consumer(redis_client, "c1").read(10, block_ms=10)
     assert all(isinstance(m, Message) for m in messages)
     assert [m.id for m in messages] == ids
+
+
+def test_consumer_survives_its_streams_and_groups_vanishing(redis_client: redis.Redis) -> None:
+    # What a Redis restarted without persistence looks like to a running consumer: nothing is left.
+    reader = consumer(redis_client, "c1")
+    add(redis_client, "a")
+    reader.ack(reader.read(10, block_ms=10))
+    redis_client.flushdb()
+    assert reader.read(10, block_ms=10) == []  # NOGROUP: joins again instead of stopping
+    add(redis_client, "b")
+    assert [m.value for m in reader.read(10, block_ms=100)] == ["b"]
+
+
+def test_a_key_that_is_not_a_stream_is_set_aside_and_reported(redis_client: redis.Redis) -> None:
+    rejected: list[tuple[str, str]] = []
+    reader = Consumer(
+        redis_client, GROUP, "c1", decode, lambda: [STREAM, OTHER], on_bad_stream=lambda s, r: rejected.append((s, r))
+    )
+    redis_client.set(OTHER, "a string")
+    add(redis_client, "a")
+    assert [m.value for m in reader.read(10, block_ms=100)] == ["a"]
+    assert [stream for stream, _ in rejected] == [OTHER] and "WRONGTYPE" in rejected[0][1]
+    reader.read(10, block_ms=10)
+    assert len(rejected) == 1  # looked at again only after claim_every_s

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -38,7 +39,7 @@ EVENT_FIELDS = {
 def a_face(crop: np.ndarray | None = None) -> Face:
     if crop is None:
         crop = np.arange(48 * 48, dtype=np.uint32).reshape(48, 48).astype(np.uint8)
-    return Face("cam-1", 12, 1_700_000_000_123, 1, 2, Box(10, 20, 30, 40), 0.75, crop, 1_700_000_000_200)
+    return Face("cam-1", 12, 1_700_000_000_123, 1, 2, Box(10, 20, 30, 40), 0.75, crop, 1_700_000_000_200, 640, 480)
 
 
 def an_event() -> EmotionEvent:
@@ -137,15 +138,75 @@ def test_garbage_payload_is_a_wire_error() -> None:
 
 
 def test_frame_without_camera_or_image_is_rejected() -> None:
-    with pytest.raises(WireError, match="camera id or image bytes"):
+    with pytest.raises(WireError, match="camera id ''"):
         wire.decode_frame(wire.encode_frame(Frame("", 1, 2, b"jpeg", 1, 1)))
-    with pytest.raises(WireError, match="camera id or image bytes"):
+    with pytest.raises(WireError, match="no image bytes"):
         wire.decode_frame(wire.encode_frame(Frame("cam", 1, 2, b"", 1, 1)))
+
+
+BAD_CAMERAS = ["", "a\nb", "x" * 65, "caf\u00e9", "a b", "cam:1", "../etc"]
+
+
+@pytest.mark.parametrize("camera", BAD_CAMERAS)
+def test_camera_ids_outside_the_pattern_are_rejected_everywhere(camera: str) -> None:
+    with pytest.raises(WireError, match="must match") as frame_error:
+        wire.decode_frame(wire.encode_frame(Frame(camera, 1, 2, b"jpeg", 8, 8)))
+    assert frame_error.value.kind == "bad_camera"
+    with pytest.raises(WireError, match="must match"):
+        wire.decode_face(wire.encode_face(dataclasses.replace(a_face(), camera=camera)))
+    with pytest.raises(WireError, match="must match"):
+        wire.decode_event(wire.encode_event(dataclasses.replace(an_event(), camera=camera)))
+    assert "\n" not in str(frame_error.value)  # a newline in a name cannot forge a log line
+
+
+def test_camera_ids_inside_the_pattern_pass() -> None:
+    for camera in ["cam", "door.1", "Lobby_2-west", "x" * 64]:
+        assert wire.decode_frame(wire.encode_frame(Frame(camera, 1, 2, b"jpeg", 8, 8))).camera == camera
+
+
+@pytest.mark.parametrize(
+    "box",
+    [
+        Box(-1, 20, 30, 40),
+        Box(10, -5, 30, 40),
+        Box(10, 20, 0, 40),
+        Box(10, 20, 30, -4),
+        Box(620, 20, 30, 40),
+        Box(10, 450, 30, 40),
+    ],
+)
+def test_face_boxes_must_lie_inside_the_frame(box: Box) -> None:
+    with pytest.raises(WireError, match="not inside its 640x480 frame") as error:
+        wire.decode_face(wire.encode_face(dataclasses.replace(a_face(), box=box)))
+    assert error.value.kind == "bad_box"
+
+
+@pytest.mark.parametrize("score", [float("nan"), float("inf"), -0.5, 1.5])
+def test_scores_must_be_finite_and_in_range(score: float) -> None:
+    with pytest.raises(WireError, match="detector score"):
+        wire.decode_face(wire.encode_face(dataclasses.replace(a_face(), score=score)))
+    fields = wire.encode_event(an_event())
+    with pytest.raises(WireError, match="score"):
+        wire.decode_event({**fields, "score": str(score)})
+    with pytest.raises(WireError, match="fear"):
+        wire.decode_event({**fields, "scores": json.dumps({"happy": 0.5, "fear": score})})
+
+
+def test_faces_and_frames_have_sane_sizes_and_indexes() -> None:
+    with pytest.raises(WireError, match="face 2 of 2"):
+        wire.decode_face(wire.encode_face(dataclasses.replace(a_face(), face_index=2)))
+    with pytest.raises(WireError, match="0x480"):
+        wire.decode_face(wire.encode_face(dataclasses.replace(a_face(), frame_width=0)))
+    with pytest.raises(WireError, match="20000x8"):
+        wire.decode_frame(wire.encode_frame(Frame("cam", 1, 2, b"jpeg", 20_000, 8)))
+    with pytest.raises(WireError, match="image bytes") as error:
+        wire.decode_frame(wire.encode_frame(Frame("cam", 1, 2, bytes(wire.MAX_JPEG_BYTES + 1), 8, 8)))
+    assert error.value.kind == "too_big"
 
 
 @pytest.mark.parametrize("size", [0, 47 * 48, 48 * 48 * 3])
 def test_wrong_crop_size_names_the_sizes(size: int) -> None:
-    payload = pb.Face(camera="cam", crop=bytes(size)).SerializeToString()
+    payload = pb.Face(camera="cam", crop=bytes(size), faces_in_frame=1).SerializeToString()
     with pytest.raises(WireError, match=rf"crop has {size} bytes, expected 2304"):
         wire.decode_face({wire.PAYLOAD_FIELD: payload})
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -25,6 +27,28 @@ log = logging.getLogger("emostream.capture")
 SERVICE = "capture"
 BACKLOG_POLL_S = 0.05
 JOIN_POLL_S = 0.5
+
+
+R = TypeVar("R")
+RETRY_MAX_S = 10.0
+
+
+class Stopped(Exception):
+    """Stop was set while waiting for Redis to come back."""
+
+
+def retrying(stop: threading.Event, call: Callable[[], R]) -> R:
+    """`call()`, retried with capped backoff while Redis is unreachable: a Redis restart holds the frame
+    in hand instead of ending capture. Raises Stopped if `stop` is set meanwhile."""
+    delay = 0.5
+    while True:
+        try:
+            return call()
+        except (redis.ConnectionError, redis.TimeoutError) as error:
+            log.warning("Redis unavailable (%s); retrying in %.1fs", error, delay)
+            if stop.wait(delay):
+                raise Stopped from error
+            delay = min(delay * 2, RETRY_MAX_S)
 
 
 class EncodeError(ValueError):
@@ -74,8 +98,8 @@ def backlog(client: redis.Redis, stream: str) -> int:
     for group in groups:
         if _text(group["name"]) == names.DETECTOR_GROUP:
             lag = group.get("lag")
-            if lag is None:  # Redis cannot tell after deletions: count what follows the group's last id
-                lag = len(client.xrange(stream, "(" + _text(group["last-delivered-id"]), "+"))
+            if lag is None:  # Redis cannot tell after deletions: the stream's length (pending included) bounds it,
+                return int(client.xlen(stream))  # and reading the entries to count them could mean 100 MB of frames
             return int(lag) + int(group["pending"])
     return int(client.xlen(stream))
 
@@ -95,11 +119,9 @@ def wait_for_room(client: redis.Redis, stream: str, max_backlog: int, stop: thre
 
 
 def start_camera(client: redis.Redis, camera: str) -> None:
-    """Announce `camera` to detectors and reset its counters: a rerun starts again from seq 0."""
-    pipe = client.pipeline()
-    pipe.delete(names.progress(camera))
-    pipe.sadd(names.CAMERAS, camera)
-    pipe.execute()
+    """Announce `camera` to detectors. Its counters are kept: a restarted capture adds to them
+    (`emostream up` clears them for a new run)."""
+    client.sadd(names.CAMERAS, camera)
 
 
 def finish_camera(client: redis.Redis, camera: str, frames_total: int) -> None:
@@ -119,7 +141,17 @@ def publish(client: redis.Redis, camera: str, seq: int, frame: np.ndarray, setti
     pipe = client.pipeline()
     pipe.xadd(names.frames(camera), wire.encode_frame(message), maxlen=settings.stream_maxlen, approximate=True)
     pipe.hincrby(names.progress(camera), "frames_published", 1)
+    pipe.sadd(names.CAMERAS, camera)  # again with every frame: a Redis restarted without persistence forgot it
     pipe.execute()
+    return True
+
+
+def shed(client: redis.Redis, camera: str, shed_backlog: int) -> bool:
+    """True (and counted) when the detectors are `shed_backlog` frames behind on `camera`: the frame is dropped
+    here, newest first, rather than queued into latency or trimmed unread from the stream later."""
+    if not shed_backlog or backlog(client, names.frames(camera)) < shed_backlog:
+        return False
+    client.hincrby(names.progress(camera), "frames_dropped", 1)
     return True
 
 
@@ -144,11 +176,15 @@ def _one_pass(
         if fps:
             stop.wait(max(0.0, started + index / fps - time.monotonic()))
         elif throttle:
-            wait_for_room(client, stream, settings.max_backlog, stop)
+            retrying(stop, lambda: wait_for_room(client, stream, settings.max_backlog, stop))
         if stop.is_set():
             break
         used = index + 1
-        if publish(client, source.camera, seq_offset + index, frame, settings):
+        if not throttle and retrying(stop, lambda: shed(client, source.camera, settings.shed_backlog)):
+            if meter:
+                meter.add("dropped")
+            continue
+        if retrying(stop, partial(publish, client, source.camera, seq_offset + index, frame, settings)):
             published += 1
             if meter:
                 meter.add("frames")
@@ -170,7 +206,7 @@ def run_source(
 
     With `loop`, seq keeps counting across passes: downstream de-duplication keys on camera and seq.
     """
-    start_camera(client, source.camera)
+    retrying(stop, lambda: start_camera(client, source.camera))
     total = offset = 0
     while not stop.is_set():
         published, used = _one_pass(client, source, settings, stop, meter, offset)
@@ -179,7 +215,7 @@ def run_source(
         if src.is_live(source) or stop.is_set():
             break
         if not settings.loop:
-            finish_camera(client, source.camera, total)
+            retrying(stop, partial(finish_camera, client, source.camera, total))
             log.info("%s: done, %d frames published", source.camera, total)
             break
         if published == 0:
@@ -202,6 +238,8 @@ def run_capture(
     def work(source: src.Source) -> None:
         try:
             run_source(client, source, settings, stop, meter)
+        except Stopped:  # stopped while Redis was away: nothing half-published
+            return
         except redis.RedisError as error:  # every source needs Redis: stop all and let the supervisor restart us
             log.error("%s: Redis failed, stopping capture: %s", source.camera, error)
             failed.append(source.camera)

@@ -36,6 +36,14 @@ class CaptureSettings(CommonSettings):
         le=1_000_000,
         description="without realtime, hold a file source while this many of its frames wait for the detectors",
     )
+    shed_backlog: int = Field(
+        100,
+        ge=0,
+        le=1_000_000,
+        description="paced and live sources: while this many of a camera's frames wait for the detectors, drop "
+        "new ones (counted as frames_dropped) instead of queueing them; 0: never (the stream bound then trims "
+        "the oldest unread frames, uncounted); keep it below EMOSTREAM_STREAM_MAXLEN",
+    )
     loop: bool = Field(False, description="restart files and image folders when they end")
     images_fps: float = Field(10.0, gt=0, le=1000, description="frame rate of image folder sources")
     reconnect_max_s: float = Field(

@@ -23,13 +23,43 @@ from emostream_classifier.settings import ClassifierSettings
 from emostream_classifier.shadow import Shadow
 from emostream_classifier.tf_serving import ServingClient, ServingError, read_labels, unknown_label
 
+# Status codes that mean "this request cannot be served as it is": the batch is split to find the faces at fault.
+SPLIT_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED})
+# Status codes of a server that is down or busy: the batch is held and retried, however long it takes.
+DOWN_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+CONTRACT_ATTEMPTS = 3
+"""Tries of a batch whose responses break the model contract before its faces are dead-lettered."""
+
+
+class ContractError(ServingError):
+    """The model answered, but not as the contract says (shape, labels, probabilities)."""
+
+
+class Rejected(Exception):
+    """The model server refused this batch as invalid; its faces are tried in smaller batches."""
+
+    def __init__(self, error: ServingError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def valid_rows(probabilities: np.ndarray) -> np.ndarray:
+    """Rows that are probabilities: finite, in [0, 1], summing to about 1."""
+    finite = np.isfinite(probabilities).all(axis=1)
+    safe = np.where(np.isfinite(probabilities), probabilities, -1.0)
+    in_range = ((safe >= 0.0) & (safe <= 1.0)).all(axis=1)
+    sums = np.abs(safe.sum(axis=1) - 1.0) <= 0.01
+    ok: np.ndarray = finite & in_range & sums
+    return ok
+
 
 def to_events(
     faces: list[Face], probabilities: np.ndarray, labels: tuple[str, ...], model: str, version: int
 ) -> list[EmotionEvent]:
     if probabilities.shape != (len(faces), len(labels)):
-        raise ServingError(
-            f"model returned shape {probabilities.shape}, expected {(len(faces), len(labels))} for labels {labels}"
+        raise ContractError(
+            f"model returned shape {list(probabilities.shape)}, expected {[len(faces), len(labels)]} for labels "
+            f"{list(labels)}"
         )
     now = int(time.time() * 1000)
     events = []
@@ -82,7 +112,8 @@ class Classifier:
         )
         self.meter = Meter(client, "classifier", settings.consumer, log)
 
-    def classify(self, batch: list[Message[Face]]) -> list[EmotionEvent]:
+    def classify(self, batch: list[Message[Face]]) -> list[EmotionEvent | str]:
+        """One Predict for the batch: an event per face, or the reason a face's scores are unusable."""
         faces = [message.value for message in batch]
         crops = np.stack([face.crop for face in faces])[..., None]
         started = time.monotonic()
@@ -92,12 +123,24 @@ class Classifier:
             self.record(len(faces), started, None)
             raise
         self.record(len(faces), started, prediction.model_version)
-        labels = read_labels(self.settings.model_base, prediction.model_version)
-        events = to_events(faces, prediction.probabilities, labels, self.settings.model_name, prediction.model_version)
+        if prediction.model_version < 1:
+            raise ContractError(f"Predict response names model version {prediction.model_version}")
+        try:
+            labels = read_labels(self.settings.model_base, prediction.model_version)
+        except (OSError, ValueError) as error:  # missing or empty labels.txt for the version that answered
+            raise ContractError(str(error)) from error
+        probabilities = np.asarray(prediction.probabilities)
+        if probabilities.ndim != 2 or len(probabilities) != len(faces):
+            raise ContractError(f"model returned shape {list(probabilities.shape)} for {len(faces)} faces")
+        ok = valid_rows(probabilities)
+        events = to_events(
+            faces, np.where(ok[:, None], probabilities, 0.0), labels, self.settings.model_name, prediction.model_version
+        )
         if self.shadow is not None:  # returns at once: the candidate is asked off this path
             cameras = [face.camera for face in faces]
             self.shadow.offer(crops, cameras, prediction, [e.label for e in events], (time.monotonic() - started) * 1e3)
-        return events
+        reason = f"model version {prediction.model_version} returned scores that are not probabilities"
+        return [event if good else reason for event, good in zip(events, ok, strict=True)]
 
     def record(self, faces: int, started: float, version: int | None) -> None:
         """Served-path counters per version label, which the watch after a promotion reads."""
@@ -108,6 +151,8 @@ class Classifier:
             self.log.debug("serving counters not written: %s", error)
 
     def publish(self, batch: list[Message[Face]], events: list[EmotionEvent]) -> int:
+        if not batch:
+            return 0
         items = [
             Once(
                 names.seen("face", f"{m.value.identity}:{m.value.ts_capture_ms}"),
@@ -124,31 +169,74 @@ class Classifier:
     def step(self) -> None:
         s = self.settings
         batch = collect(self.consumer.read, s.batch_size, s.max_wait_ms, s.block_ms)
-        events = self.classify_with_retry(batch) if batch else None
-        if events is not None:
-            self.meter.add("batches")
-            self.meter.add("events", self.publish(batch, events))
+        if batch:
+            self.handle(batch)
         self.meter.tick()
 
-    def classify_with_retry(self, batch: list[Message[Face]]) -> list[EmotionEvent] | None:
+    def handle(self, batch: list[Message[Face]]) -> None:
+        """Publish an event for every face the model scores; dead-letter each face it cannot.
+
+        A batch the server rejects as invalid is halved until the faces at fault stand alone, so
+        one bad face never costs its neighbours their events.
+        """
+        try:
+            results = self.classify_with_retry(batch)
+        except Rejected as rejected:
+            if len(batch) == 1:
+                self.reject(batch, f"model rejected the face: {rejected.error}", "model_rejected")
+                return
+            half = len(batch) // 2
+            self.handle(batch[:half])
+            self.handle(batch[half:])
+            return
+        except ContractError as error:
+            self.reject(batch, f"model response breaks the contract: {error}", "contract")
+            return
+        if results is None:  # stopping: the batch stays pending and is read again after a restart
+            return
+        good = [(m, r) for m, r in zip(batch, results, strict=True) if isinstance(r, EmotionEvent)]
+        for message, result in zip(batch, results, strict=True):
+            if isinstance(result, str):
+                self.reject([message], result, "bad_scores")
+        self.meter.add("batches")
+        self.meter.add("events", self.publish([m for m, _ in good], [e for _, e in good]))
+
+    def reject(self, messages: list[Message[Face]], reason: str, kind: str) -> None:
+        for message in messages:
+            self.consumer.dead_letter(message.stream, message.id, {}, reason, kind)
+            self.client.hincrby(names.progress(message.value.camera), "faces_failed", 1)
+        self.meter.add("dead_letters", len(messages))
+
+    def classify_with_retry(self, batch: list[Message[Face]]) -> list[EmotionEvent | str] | None:
         """Hold the batch while serving is down: nothing is acknowledged before its event exists.
 
-        None when the batch was set aside as invalid, or when the service is stopping (the batch then
-        stays pending and is read again after a restart).
+        Raises Rejected when the server refuses the batch as invalid, and ContractError when its
+        answers break the contract CONTRACT_ATTEMPTS times in a row. None when the service is stopping.
         """
         delay = 0.5
+        broken = 0
         while not self.stop.is_set():
             try:
                 return self.classify(batch)
+            except ContractError as error:
+                broken += 1
+                if broken >= CONTRACT_ATTEMPTS:
+                    raise
+                self.log.error("model response breaks the contract (%s); retrying in %.1fs", error, delay)
             except ServingError as error:
-                if error.code == grpc.StatusCode.INVALID_ARGUMENT and not unknown_label(error):
-                    for message in batch:
-                        self.consumer.dead_letter(message.stream, message.id, {}, f"model rejected batch: {error}")
-                        self.client.hincrby(names.progress(message.value.camera), "faces_failed", 1)
-                    return None
-                self.log.warning("model server not answering (%s); retrying in %.1fs", error, delay)
-                self.stop.wait(delay)
-                delay = min(delay * 2, 10.0)
+                if error.code in SPLIT_CODES and not unknown_label(error):
+                    raise Rejected(error) from error
+                if error.code is None:  # a malformed response: the contract, not the network
+                    broken += 1
+                    if broken >= CONTRACT_ATTEMPTS:
+                        raise ContractError(str(error)) from error
+                    self.log.error("model response breaks the contract (%s); retrying in %.1fs", error, delay)
+                elif error.code in DOWN_CODES or unknown_label(error):  # down, or its labels are being moved
+                    self.log.warning("model server not answering (%s); retrying in %.1fs", error, delay)
+                else:
+                    self.log.error("model server refused the request (%s); retrying in %.1fs", error, delay)
+            self.stop.wait(delay)
+            delay = min(delay * 2, 10.0)
         return None
 
 

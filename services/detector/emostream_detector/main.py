@@ -6,31 +6,73 @@ import logging
 import threading
 import time
 
-import cv2
-import numpy as np
 import redis
 
 from emostream import names
 from emostream.connection import RedisUnavailable, connect
 from emostream.lifecycle import run_until_stopped, stop_on_signals
 from emostream.settings import load
-from emostream.streams import Consumer, Entry, Message, Once, publish_once
+from emostream.streams import Consumer, Entry, Message, Once, add_dead_letter, publish_once
 from emostream.telemetry import Meter, setup_logging
-from emostream.wire import Face, Frame, WireError, decode_frame, encode_face
+from emostream.wire import Face, Frame, WireError, check_camera, decode_frame, encode_face
 from emostream_detector.detection import FaceFinder
+from emostream_detector.frame_image import decode_image
 from emostream_detector.model_file import FAR, NEAR, ModelFetchError, fetch
 from emostream_detector.settings import DetectorSettings
 
+FRAMES_PREFIX = names.frames("")
+MAX_FACES_BACKLOG = 256
 
-def frame_streams(client: redis.Redis) -> list[str]:
-    return [names.frames(camera.decode()) for camera in client.smembers(names.CAMERAS)]
+
+def max_faces_backlog(stream_maxlen: int) -> int:
+    """Faces that may wait for the classifiers: well inside the stream bound, and a few seconds of work."""
+    return min(MAX_FACES_BACKLOG, stream_maxlen // 2)
 
 
-def decode_image(frame: Frame) -> np.ndarray:
-    image = cv2.imdecode(np.frombuffer(frame.jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        raise WireError(f"frame {frame.camera}/{frame.seq}: image bytes are not a decodable JPEG")
-    return image
+def faces_backlog(client: redis.Redis) -> int:
+    """Faces the classifier group has not finished (unread plus pending); all of them before it exists."""
+    try:
+        groups = client.xinfo_groups(names.FACES)
+    except redis.ResponseError:  # no face stream yet
+        return 0
+    for group in groups:
+        if group["name"] in (names.CLASSIFIER_GROUP, names.CLASSIFIER_GROUP.encode()):
+            lag = group.get("lag")
+            if lag is None:  # Redis cannot tell after trims: the stream's length bounds it
+                return int(client.xlen(names.FACES))
+            return int(lag) + int(group["pending"])
+    return int(client.xlen(names.FACES))
+
+
+def registry_camera(member: bytes) -> str:
+    """The camera id of one `emostream:cameras` member; WireError when it is not a valid id."""
+    try:
+        text = member.decode()
+    except UnicodeDecodeError as error:
+        raise WireError(f"camera registry entry {member[:40]!r} is not UTF-8", "bad_camera") from error
+    return check_camera(text, "camera registry entry")
+
+
+def frame_streams(client: redis.Redis, log: logging.Logger | None = None) -> list[str]:
+    """The frame stream of every valid registered camera; invalid entries are moved to the dead letters."""
+    streams = []
+    for member in client.smembers(names.CAMERAS):
+        try:
+            streams.append(names.frames(registry_camera(member)))
+        except WireError as error:
+            remove_camera(client, member, str(error), error.kind, log)
+    return streams
+
+
+def remove_camera(client: redis.Redis, member: bytes, reason: str, kind: str, log: logging.Logger | None) -> None:
+    """Take a bad entry out of the camera registry and dead-letter it; only the replica that removed it records it."""
+    if not client.srem(names.CAMERAS, member):
+        return
+    if log:
+        log.error("removed camera registry entry %r: %s", member[:40], reason)
+    pipe = client.pipeline()
+    add_dead_letter(pipe, names.CAMERAS, ascii(member[:80]), names.DETECTOR_GROUP, reason, kind)
+    pipe.execute()
 
 
 class Detector:
@@ -46,26 +88,60 @@ class Detector:
             names.DETECTOR_GROUP,
             settings.consumer,
             decode_frame,
-            lambda: frame_streams(client),
+            lambda: frame_streams(client, log),
             claim_idle_ms=settings.claim_idle_ms,
+            on_bad_stream=self.bad_stream,
         )
         self.meter = Meter(client, "detector", settings.consumer, log)
 
+    def bad_stream(self, stream: str, reason: str) -> None:
+        """A registered camera whose frames key is not a stream: out of the registry, into the dead letters."""
+        camera = stream.removeprefix(FRAMES_PREFIX).encode()
+        remove_camera(self.client, camera, f"{stream} is not a stream: {reason}", "bad_stream", self.log)
+
     def faces(self, frame: Frame) -> list[Face]:
-        detections = self.finder.find(decode_image(frame), frame.camera)
+        image = decode_image(frame)
+        height, width = image.shape[:2]
+        detections = self.finder.find(image, frame.camera)
         now = int(time.time() * 1000)
         return [
-            Face(frame.camera, frame.seq, frame.ts_capture_ms, index, len(detections), d.box, d.score, d.crop, now)
+            Face(
+                frame.camera,
+                frame.seq,
+                frame.ts_capture_ms,
+                index,
+                len(detections),
+                d.box,
+                d.score,
+                d.crop,
+                now,
+                width,
+                height,
+            )
             for index, d in enumerate(detections)
         ]
 
+    def reject(self, message: Message[Frame], camera: str, reason: str, kind: str) -> None:
+        self.consumer.dead_letter(message.stream, message.id, {b"camera": camera.encode()}, reason, kind)
+        self.client.hincrby(names.progress(camera), "frames_failed", 1)  # so `up --once` still ends
+        self.meter.add("dead_letters")
+
     def handle(self, message: Message[Frame]) -> None:
         frame = message.value
+        if message.stream != names.frames(frame.camera):  # one camera may not write another's frames
+            camera = message.stream.removeprefix(FRAMES_PREFIX)
+            reason = f"frame claims camera {frame.camera!r} but came from {message.stream}"
+            self.reject(message, camera, reason, "camera_mismatch")
+            return
         try:
             faces = self.faces(frame)
-        except (WireError, cv2.error) as error:
-            self.consumer.dead_letter(message.stream, message.id, {b"camera": frame.camera.encode()}, str(error))
-            self.client.hincrby(names.progress(frame.camera), "frames_failed", 1)  # so `up --once` still ends
+        except WireError as error:
+            self.reject(message, frame.camera, str(error), error.kind)
+            return
+        except Exception as error:  # any frame MediaPipe or OpenCV chokes on is set aside, not fatal
+            lines = str(error).strip().splitlines()
+            reason = f"detection failed: {type(error).__name__}: {lines[-1] if lines else ''}"
+            self.reject(message, frame.camera, reason, "detection_failed")
             return
         once = Once(
             names.seen("frame", f"{frame.camera}:{frame.seq}:{frame.ts_capture_ms}"),
@@ -79,9 +155,21 @@ class Detector:
         self.meter.add("faces", len(faces))
 
     def step(self) -> None:
-        for message in self.consumer.read(self.settings.frames_per_read, self.settings.block_ms):
-            self.handle(message)
+        if self.classifiers_behind():
+            self.meter.add("held")
+            time.sleep(self.settings.block_ms / 1000)  # frames wait in their streams, where capture sheds them
+        else:
+            for message in self.consumer.read(self.settings.frames_per_read, self.settings.block_ms):
+                self.handle(message)
         self.meter.tick()
+
+    def classifiers_behind(self) -> bool:
+        """True while the classifiers have `faces_backlog` faces unread or unacknowledged.
+
+        Faces are never trimmed unread from their bounded stream: the detectors wait instead, the
+        frames back up, and capture drops (and counts) new frames where they enter.
+        """
+        return faces_backlog(self.client) >= max_faces_backlog(self.settings.stream_maxlen)
 
 
 def main(argv: list[str]) -> int:

@@ -32,7 +32,11 @@ log = logging.getLogger(__name__)
 PREDICTION_SERVICE = "tensorflow.serving.PredictionService"
 MODEL_SERVICE = "tensorflow.serving.ModelService"
 SIGNATURE_DEF_FIELD = "signature_def"
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+MAX_BATCH = 1024
+"""Most faces one Predict may carry (the classifier's largest batch); larger requests are refused unread."""
+COMPUTE_CHUNK = 64
+"""Faces run through the model at once: bounds the memory a request can take, whatever its size."""
 
 
 def _abort(context: grpc.ServicerContext, error: RequestError) -> NoReturn:
@@ -64,7 +68,9 @@ def _dtype_name(enum: int) -> str:
         return types_pb2.DataType.Name(enum) if enum in types_pb2.DataType.values() else str(enum)
 
 
-def _check_tensor(key: str, proto: tensor_pb2.TensorProto, info: meta_graph_pb2.TensorInfo) -> np.ndarray:
+def _check_tensor(
+    key: str, proto: tensor_pb2.TensorProto, info: meta_graph_pb2.TensorInfo, max_batch: int = MAX_BATCH
+) -> np.ndarray:
     """The request tensor as numpy, if its dtype and shape fit the signature's TensorInfo."""
     if proto.dtype != info.dtype:
         raise RequestError(
@@ -77,6 +83,10 @@ def _check_tensor(key: str, proto: tensor_pb2.TensorProto, info: meta_graph_pb2.
     if not fits:
         wanted = "[" + ",".join("N" if e < 0 else str(e) for e in expected) + "]"
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}' has shape {shape}, expected {wanted}")
+    if shape and shape[0] > max_batch:  # refused before the tensor is decoded
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}' has {shape[0]} items; at most {max_batch} per request"
+        )
     try:
         array: np.ndarray = tf.make_ndarray(proto)
         return array
@@ -86,7 +96,9 @@ def _check_tensor(key: str, proto: tensor_pb2.TensorProto, info: meta_graph_pb2.
         ) from error
 
 
-def predict_inputs(request: predict_pb2.PredictRequest, sig: meta_graph_pb2.SignatureDef) -> dict[str, np.ndarray]:
+def predict_inputs(
+    request: predict_pb2.PredictRequest, sig: meta_graph_pb2.SignatureDef, max_batch: int = MAX_BATCH
+) -> dict[str, np.ndarray]:
     """Validated input arrays for `sig`, keyed like the signature."""
     given, expected = set(request.inputs), set(sig.inputs)
     if given != expected:
@@ -94,7 +106,23 @@ def predict_inputs(request: predict_pb2.PredictRequest, sig: meta_graph_pb2.Sign
             grpc.StatusCode.INVALID_ARGUMENT,
             f"inputs {sorted(given)} do not match the signature's inputs {sorted(expected)}",
         )
-    return {key: _check_tensor(key, request.inputs[key], sig.inputs[key]) for key in expected}
+    return {key: _check_tensor(key, request.inputs[key], sig.inputs[key], max_batch) for key in expected}
+
+
+def predict_in_chunks(loaded: LoadedVersion, image: np.ndarray, chunk: int = COMPUTE_CHUNK) -> dict[str, np.ndarray]:
+    """The model's outputs for `image`, computed `chunk` items at a time so memory stays bounded."""
+    if len(image) <= chunk:
+        return loaded.predict(image)
+    parts = [loaded.predict(image[start : start + chunk]) for start in range(0, len(image), chunk)]
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+def _op_message(error: tf.errors.OpError, limit: int = 300) -> str:
+    """The line of TF's multi-line error that says what went wrong, without graph node listings."""
+    noise = ("Graph execution error", "Detected at node", "[[", "Traceback", "File ")
+    lines = [line.strip() for line in str(error.message).splitlines()]
+    useful = [line for line in lines if line and not line.startswith(noise)]
+    return (useful[-1] if useful else type(error).__name__)[:limit]
 
 
 def as_proto_field(array: np.ndarray) -> tensor_pb2.TensorProto:
@@ -145,8 +173,9 @@ def output_names(request: predict_pb2.PredictRequest, sig: meta_graph_pb2.Signat
 class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     """tensorflow.serving.PredictionService: Predict and GetModelMetadata."""
 
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(self, registry: ModelRegistry, max_batch: int = MAX_BATCH) -> None:
         self.registry = registry
+        self.max_batch = max_batch
 
     def Predict(
         self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
@@ -160,12 +189,14 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         # Resolve the version once: a swap or label move mid-request cannot mix two versions.
         name, loaded = self.registry.resolve(_spec(request))
         sig = _signature(loaded, request.model_spec.signature_name)
-        inputs = predict_inputs(request, sig)
+        inputs = predict_inputs(request, sig, self.max_batch)
         wanted = output_names(request, sig)
         try:
-            outputs = loaded.predict(inputs["image"])
+            outputs = predict_in_chunks(loaded, inputs["image"])
         except tf.errors.OpError as error:  # TF Serving answers with the session's own status code
-            raise RequestError(_grpc_code(error), f"model version {loaded.version} failed: {error.message}") from error
+            raise RequestError(
+                _grpc_code(error), f"model version {loaded.version} failed: {_op_message(error)}"
+            ) from error
         response = predict_pb2.PredictResponse()
         _fill_spec(response.model_spec, name, loaded.version, request.model_spec.signature_name or "serving_default")
         for output in wanted:
@@ -314,6 +345,7 @@ def start_server(
     config_poll_seconds: float = 0.0,
     allow_labels_for_unavailable: bool = False,
     base_override: Path | None = None,
+    max_batch: int = MAX_BATCH,
 ) -> RunningServer:
     """Bind `host:port` (0 picks a free port) and serve `model_base` as `model_name`, or the models
     of a TF Serving model config file (`model_name` then names the one `versions` reports on).
@@ -342,7 +374,7 @@ def start_server(
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ]
     server = grpc.server(futures.ThreadPoolExecutor(max_workers, thread_name_prefix="modelserver"), options=options)
-    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(registry), server)
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(PredictionServicer(registry, max_batch), server)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelServicer(registry), server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     try:

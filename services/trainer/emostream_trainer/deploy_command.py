@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from emostream.settings import DEFAULT_REDIS_URL, OneLineParser
 from emostream_trainer.serving_config import CANARY, STABLE, Roles, ServingConfigError, read_roles, write_roles
 from emostream_trainer.version_folders import MODEL_CARD, RETIRED, next_version, numbered_versions
 
@@ -419,9 +420,7 @@ def _promote_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from emostream.settings import DEFAULT_REDIS_URL
-
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="emostream deploy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_place_arguments(parser)

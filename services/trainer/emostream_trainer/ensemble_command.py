@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from emostream.settings import OneLineParser
 from emostream_trainer.dataset import DatasetError, load
 from emostream_trainer.evaluate_command import predict_all, read_version_folder, saved_model_predictor
 from emostream_trainer.train_command import DEFAULT_MODEL_BASE, code_revision
@@ -93,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="emostream ensemble", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("members", type=Path, nargs="+", help="SavedModel version folders (two or more)")

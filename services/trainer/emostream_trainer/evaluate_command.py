@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from emostream.settings import OneLineParser
 from emostream_trainer.dataset import DatasetError, load
 from emostream_trainer.export import LABELS_FILE, MODEL_CARD, numbered_versions
 
@@ -101,7 +102,7 @@ def write_outputs(result: dict[str, Any], card: dict[str, Any], out: Path) -> No
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="emostream evaluate", description=__doc__)
+    parser = OneLineParser(prog="emostream evaluate", description=__doc__)
     add_arguments(parser)
     args = parser.parse_args(argv)
     from emostream_classifier.tf_serving import ServingError

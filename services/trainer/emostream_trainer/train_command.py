@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from emostream.settings import OneLineParser
 from emostream_trainer.dataset import (
     DEFAULT_LABELS,
     FER_CLASSES,
@@ -186,6 +187,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="emostream train", description=__doc__)
+    parser = OneLineParser(prog="emostream train", description=__doc__)
     add_arguments(parser)
     return run(parser.parse_args(argv))

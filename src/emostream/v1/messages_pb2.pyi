@@ -35,7 +35,7 @@ class Box(_message.Message):
     def __init__(self, x: _Optional[int] = ..., y: _Optional[int] = ..., w: _Optional[int] = ..., h: _Optional[int] = ...) -> None: ...
 
 class Face(_message.Message):
-    __slots__ = ("camera", "frame_seq", "ts_capture_ms", "face_index", "faces_in_frame", "box", "score", "crop", "ts_detect_ms")
+    __slots__ = ("camera", "frame_seq", "ts_capture_ms", "face_index", "faces_in_frame", "box", "score", "crop", "ts_detect_ms", "frame_width", "frame_height")
     CAMERA_FIELD_NUMBER: _ClassVar[int]
     FRAME_SEQ_FIELD_NUMBER: _ClassVar[int]
     TS_CAPTURE_MS_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +45,8 @@ class Face(_message.Message):
     SCORE_FIELD_NUMBER: _ClassVar[int]
     CROP_FIELD_NUMBER: _ClassVar[int]
     TS_DETECT_MS_FIELD_NUMBER: _ClassVar[int]
+    FRAME_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    FRAME_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     camera: str
     frame_seq: int
     ts_capture_ms: int
@@ -54,7 +56,9 @@ class Face(_message.Message):
     score: float
     crop: bytes
     ts_detect_ms: int
-    def __init__(self, camera: _Optional[str] = ..., frame_seq: _Optional[int] = ..., ts_capture_ms: _Optional[int] = ..., face_index: _Optional[int] = ..., faces_in_frame: _Optional[int] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., score: _Optional[float] = ..., crop: _Optional[bytes] = ..., ts_detect_ms: _Optional[int] = ...) -> None: ...
+    frame_width: int
+    frame_height: int
+    def __init__(self, camera: _Optional[str] = ..., frame_seq: _Optional[int] = ..., ts_capture_ms: _Optional[int] = ..., face_index: _Optional[int] = ..., faces_in_frame: _Optional[int] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., score: _Optional[float] = ..., crop: _Optional[bytes] = ..., ts_detect_ms: _Optional[int] = ..., frame_width: _Optional[int] = ..., frame_height: _Optional[int] = ...) -> None: ...
 
 class EmotionEvent(_message.Message):
     __slots__ = ("camera", "frame_seq", "face_index", "ts_capture_ms", "ts_event_ms", "box", "label", "score", "scores", "model", "model_version", "detector_score")
