@@ -33,7 +33,9 @@ def site_packages(venv: Path) -> Path:
 
 def only_through(lock: Path, package: str, via: str) -> set[str]:
     """Packages in `package`'s dependency closure that are reached only through `via` (not `via` itself)."""
-    graph = {p["name"]: [d["name"] for d in p.get("dependencies", [])] for p in tomllib.loads(lock.read_text())["package"]}
+    graph = {
+        p["name"]: [d["name"] for d in p.get("dependencies", [])] for p in tomllib.loads(lock.read_text())["package"]
+    }
 
     def closure(skip: str | None) -> set[str]:
         seen: set[str] = set()
