@@ -1,6 +1,7 @@
 """scripts/compose-smoke.sh's eyes inside the stack: run in a classifier container, reads Redis and the model server.
 
     docker exec -i CONTAINER python - clip CAMERA [--faces N] [--version V] [--timeout S] < probe.py
+    ... python - playing CAMERA [--timeout S]
     ... python - served-version V [--timeout S]
     ... python - heartbeats SERVICE
     ... python - deadletters
@@ -88,6 +89,20 @@ def clip(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def playing(args: argparse.Namespace) -> int:
+    """Wait until capture has published a first frame of the camera's current run."""
+    client = connect(os.environ["EMOSTREAM_REDIS_URL"])
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        published = int(client.hget(names.progress(args.camera), "frames_published") or 0)
+        if published and not client.hget(names.progress(args.camera), "done"):
+            print(f"clip {args.camera} is playing ({published} frames published)")
+            return 0
+        time.sleep(0.2)
+    print(f"clip {args.camera} did not start playing within {args.timeout:.0f}s")
+    return 1
+
+
 def served_version(args: argparse.Namespace) -> int:
     from emostream_classifier.tf_serving import ServingClient, ServingError
 
@@ -133,6 +148,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--version", type=int)
     p.add_argument("--timeout", type=float, default=180)
     p.set_defaults(run=clip)
+    p = commands.add_parser("playing")
+    p.add_argument("camera")
+    p.add_argument("--timeout", type=float, default=60)
+    p.set_defaults(run=playing)
     p = commands.add_parser("served-version")
     p.add_argument("version", type=int)
     p.add_argument("--timeout", type=float, default=90)
