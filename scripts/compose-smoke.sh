@@ -24,6 +24,9 @@ FAILED=0
 OWN_ENGINE=0
 SKIPPED=0
 BRIDGE=emosmoke0
+BRIDGE_NET=10.213.0.1/24        # the bridge's address; compose networks come from POOL
+POOL=10.214.0.0/16
+POOL_PREFIX=10.214.
 MADE_IMAGES=()                  # on an engine that was already running: what to remove afterwards
 
 say() { echo "compose-smoke: $*"; }
@@ -53,11 +56,11 @@ start_engine() {
     mkdir -p "$SMOKE_DIR"
     # A bridge of our own, so an engine already on this host (docker0) is not touched.
     ip link delete "$BRIDGE" 2>/dev/null || true
-    ip link add "$BRIDGE" type bridge 2>/dev/null && ip addr add 10.213.0.1/24 dev "$BRIDGE" && ip link set "$BRIDGE" up \
+    ip link add "$BRIDGE" type bridge 2>/dev/null && ip addr add "$BRIDGE_NET" dev "$BRIDGE" && ip link set "$BRIDGE" up \
         || skip "cannot create the network bridge $BRIDGE (ip link add: not allowed here?)"
     OWN_ENGINE=1
     dockerd --host "unix://$SMOKE_DIR/docker.sock" --data-root "$SMOKE_DIR/data" --exec-root "$SMOKE_DIR/exec" \
-        --pidfile "$SMOKE_DIR/docker.pid" --bridge "$BRIDGE" --default-address-pool base=10.214.0.0/16,size=24 \
+        --pidfile "$SMOKE_DIR/docker.pid" --bridge "$BRIDGE" --default-address-pool "base=$POOL,size=24" \
         >"$SMOKE_DIR/dockerd.log" 2>&1 &
     export DOCKER_HOST="unix://$SMOKE_DIR/docker.sock"
     for _ in $(seq 60); do "$DOCKER" info >/dev/null 2>&1 && return 0; sleep 1; done
@@ -87,6 +90,11 @@ teardown() {
         # Whatever the engine left mounted under its folders, then the folders (images included).
         grep -o " $SMOKE_DIR/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null
         ip link delete "$BRIDGE" 2>/dev/null
+        # The engine's firewall rules for its bridge and networks (shared chains stay for other engines).
+        for table in nat filter; do
+            iptables -t "$table" -S 2>/dev/null | grep -e "$BRIDGE" -e "$POOL_PREFIX" | sed 's/^-A /-D /' \
+                | while read -r rule; do eval "iptables -t $table $rule" 2>/dev/null; done
+        done
         rm -rf "$SMOKE_DIR"
     else
         [ ${#MADE_IMAGES[@]} = 0 ] || "$DOCKER" image rm -f "${MADE_IMAGES[@]}" >/dev/null 2>&1
