@@ -1,13 +1,15 @@
 """scripts/compose-smoke.sh's eyes inside the stack: run in a classifier container, reads Redis and the model server.
 
-    docker exec -i CONTAINER python - clip CAMERA [--faces N] [--version V] [--timeout S] < probe.py
+    docker exec -i CONTAINER python - clip CAMERA [--version V] [--timeout S] < probe.py
     ... python - playing CAMERA [--timeout S]
     ... python - served-version V [--timeout S]
     ... python - heartbeats SERVICE
     ... python - deadletters
 
 `clip` waits until capture has published the whole file and every face the detectors found has its
-event, then prints one line and exits 1 when an event is missing, duplicated or names another version.
+event, then prints one line and exits 1 when a frame went undetected, or an event is missing,
+duplicated or names another version. (How many faces a frame holds is the detector's business: it
+tracks faces across frames, so replays of the same clip may differ by a face or two.)
 """
 
 from __future__ import annotations
@@ -74,14 +76,12 @@ def clip(args: argparse.Namespace) -> int:
     missing = set(faces) - set(events)
     extra = set(events) - set(faces)
     versions = sorted(state["versions"])
+    detected, lost = int(progress.get("frames_detected", 0)), int(progress.get("frames_failed", 0))
     line = (
-        f"clip {args.camera}: {total} frames, {len(faces)} faces, {sum(events.values())} events, "
+        f"clip {args.camera}: {total} frames, {detected} detected, {lost} failed, {len(faces)} faces, {sum(events.values())} events, "
         f"{duplicates} duplicates, {len(missing)} missing, {len(extra)} without a face, model versions {versions}"
     )
-    failed = bool(duplicates or missing or extra or not faces)
-    if args.faces is not None and len(faces) != args.faces:
-        line += f"; expected {args.faces} faces"
-        failed = True
+    failed = bool(duplicates or missing or extra or not faces or lost or detected < total)
     if args.version is not None and versions != [args.version]:
         line += f"; expected only version {args.version}"
         failed = True
@@ -144,7 +144,6 @@ def main(argv: list[str]) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("clip")
     p.add_argument("camera")
-    p.add_argument("--faces", type=int)
     p.add_argument("--version", type=int)
     p.add_argument("--timeout", type=float, default=180)
     p.set_defaults(run=clip)
