@@ -78,7 +78,8 @@ def clip(args: argparse.Namespace) -> int:
     versions = sorted(state["versions"])
     detected, lost = int(progress.get("frames_detected", 0)), int(progress.get("frames_failed", 0))
     line = (
-        f"clip {args.camera}: {total} frames, {detected} detected, {lost} failed, {len(faces)} faces, {sum(events.values())} events, "
+        f"clip {args.camera}: {total} frames, {detected} detected, {lost} failed, {len(faces)} faces, "
+        f"{sum(events.values())} events, "
         f"{duplicates} duplicates, {len(missing)} missing, {len(extra)} without a face, model versions {versions}"
     )
     failed = bool(duplicates or missing or extra or not faces or lost or detected < total)
