@@ -10,6 +10,10 @@ REDIS_SCHEMES = ("redis", "rediss", "unix")
 URL_FORM = "redis://[[user]:password@]host[:port][/db] (or rediss://, unix:///path/to/socket)"
 
 
+class RedisUnavailable(RuntimeError):
+    """No Redis answers at the configured URL, or it refused the credentials."""
+
+
 def redact(url: str) -> str:
     """`url` with its password replaced by ***, safe for logs and errors."""
     if "@" not in url:

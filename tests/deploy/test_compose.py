@@ -282,8 +282,8 @@ def test_redis_script_takes_the_password_on_stdin(password: str, tmp_path: Path)
         pytest.skip("redis-server not installed (scripts/test.sh installs it)")
     script = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["redis"]["command"][0].replace("$$", "$")
     port = _free_port()
-    script = script.replace("--appendonly no", f"--appendonly no --port {port} --bind 127.0.0.1")
-    env = {**os.environ, "REDIS_PASSWORD": password}
+    script = script.replace('--save ""', f'--save "" --port {port} --bind 127.0.0.1')
+    env = {**os.environ, "REDIS_PASSWORD": password, "REDIS_APPENDONLY": "no"}
     server = subprocess.Popen(["sh", "-c", script], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL)
     try:
         client = redis.Redis(port=port, password=password or None, socket_connect_timeout=1)
@@ -312,7 +312,11 @@ def test_redis_pinned_and_not_persisted(services: dict[str, dict[str, Any]]) -> 
     argv = shlex.split(redis["command"][0].split("<<")[0])
     # No RDB snapshots and no AOF: frames hold faces and must not reach the disk.
     assert argv[argv.index("--save") + 1] == ""
-    assert argv[argv.index("--appendonly") + 1] == "no"
+    # The default; REDIS_APPENDONLY=yes is the operator's explicit choice (docs/RELIABILITY.md).
+    assert argv[argv.index("--appendonly") + 1] == "$REDIS_APPENDONLY"
+    assert yaml.safe_load(COMPOSE_FILE.read_text())["services"]["redis"]["environment"]["REDIS_APPENDONLY"] == (
+        "${REDIS_APPENDONLY:-no}"
+    )
     assert not volumes(redis)
 
 
