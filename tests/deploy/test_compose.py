@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import re
+import shlex
 import shutil
+import socket
 import subprocess
+import time
 import tomllib
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
+import redis
 import yaml
 from pydantic_settings import BaseSettings
 
@@ -46,6 +51,8 @@ EXPECTED_SUBCOMMANDS = {
 
 def subcommand_argv(service: dict[str, Any]) -> list[str] | None:
     """The service's entrypoint: its own, else its Dockerfile's; None for third-party images."""
+    if "build" not in service:
+        return None
     if "entrypoint" in service:
         entry = service["entrypoint"]
         return entry.split() if isinstance(entry, str) else list(entry)
@@ -130,14 +137,30 @@ def test_compose_config_matches_example_env(compose_cli: list[str], services: di
         assert real[name].get("image") == service.get("image"), name
 
 
-@pytest.mark.parametrize("required", ["REDIS_PASSWORD", "CAPTURE_SOURCES"])
-def test_compose_requires(required: str, compose_cli: list[str], tmp_path: Path) -> None:
-    env_file = tmp_path / "partial.env"
-    others = {"REDIS_PASSWORD": "test-password", "CAPTURE_SOURCES": "'[\"0\"]'"}
-    env_file.write_text("".join(f"{k}={v}\n" for k, v in others.items() if k != required))
-    result = _run_config(compose_cli, env_file, "-q")
-    assert result.returncode != 0
-    assert required in result.stderr
+def test_compose_needs_no_configuration(compose_cli: list[str], tmp_path: Path) -> None:
+    """A fresh clone, no .env: compose resolves, Redis has no password, capture plays the demo and ./media."""
+    empty = tmp_path / "empty.env"  # not the repo's .env, which a developer may have
+    empty.write_text("")
+    resolved = _run_config(compose_cli, empty)
+    assert resolved.returncode == 0, resolved.stderr
+    services = yaml.safe_load(resolved.stdout)["services"]
+    assert environment(services["detector"])["EMOSTREAM_REDIS_URL"] == "redis://:@redis:6379/0"
+    assert environment(services["redis"])["REDIS_PASSWORD"] == ""
+    capture = environment(services["capture"])
+    assert json.loads(capture["CAPTURE_SOURCES"]) == ["demo=/opt/emostream/demo"]
+    assert capture["CAPTURE_MEDIA_DIR"] == "/media" and capture["CAPTURE_KEEP_RUNNING"] == "true"
+    media = next(v for v in volumes(services["capture"]) if v.target == "/media")
+    assert media.read_only and media.source.endswith("/media")
+
+
+def test_capture_image_holds_the_default_demo(compose_text: str) -> None:
+    raw = yaml.safe_load(compose_text)["services"]["capture"]["environment"]["CAPTURE_SOURCES"]
+    default = re.fullmatch(r"\$\{CAPTURE_SOURCES:-(.*)\}", raw)
+    assert default, raw
+    [spec] = json.loads(default.group(1))
+    demo_dir = spec.split("=", 1)[1]
+    runtime = Dockerfile.read(ROOT / "services" / "capture" / "Dockerfile").final_stage()
+    assert ["--from=builder", "/app/demo", demo_dir] in [c.split() for c in runtime.all("COPY")]
 
 
 # --- the services and the code --------------------------------------------------------------------
@@ -224,18 +247,102 @@ def test_redis_url_points_at_the_redis_service(
 ) -> None:
     url = environment(services["detector"])["EMOSTREAM_REDIS_URL"]
     assert url == f"redis://:{example_env['REDIS_PASSWORD']}@redis:6379/0"
-    command = services["redis"]["command"]
-    assert command[command.index("--requirepass") + 1] == example_env["REDIS_PASSWORD"]
+    redis = services["redis"]
+    assert environment(redis)["REDIS_PASSWORD"] == example_env["REDIS_PASSWORD"]
+    assert environment(redis)["REDISCLI_AUTH"] == example_env["REDIS_PASSWORD"]
+
+
+def test_redis_password_never_on_a_command_line(compose_text: str, services: dict[str, dict[str, Any]]) -> None:
+    """redis-server reads `requirepass` from stdin; its arguments and the shell's hold no password."""
+    redis = services["redis"]
+    assert example_password(services) not in " ".join([*redis["entrypoint"], *redis["command"]])
+    assert "requirepass" not in " ".join(redis["healthcheck"]["test"])
+    script = yaml.safe_load(compose_text)["services"]["redis"]["command"][0]
+    # Compose leaves $$VAR to the container's shell: the value is never interpolated into the script.
+    assert "$${REDIS_PASSWORD:+requirepass $$REDIS_PASSWORD}" in script
+    assert re.search(r"exec redis-server - .*<<", script)
+
+
+def example_password(services: dict[str, dict[str, Any]]) -> str:
+    return environment(services["redis"])["REDIS_PASSWORD"]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.mark.parametrize("password", ["s3cret-hex", ""])
+def test_redis_script_takes_the_password_on_stdin(password: str, tmp_path: Path) -> None:
+    """The compose script itself, run by sh with a real redis-server: the password (if any) is enforced,
+    and redis-server's command line does not hold it."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server not installed (scripts/test.sh installs it)")
+    script = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["redis"]["command"][0].replace("$$", "$")
+    port = _free_port()
+    script = script.replace('--save ""', f'--save "" --port {port} --bind 127.0.0.1')
+    env = {**os.environ, "REDIS_PASSWORD": password, "REDIS_APPENDONLY": "no"}
+    server = subprocess.Popen(["sh", "-c", script], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL)
+    try:
+        client = redis.Redis(port=port, password=password or None, socket_connect_timeout=1)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                assert client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline, "redis-server did not start from the compose script"
+                time.sleep(0.1)
+        if password:
+            with pytest.raises(redis.AuthenticationError):
+                redis.Redis(port=port).ping()
+        cmdline = Path(f"/proc/{server.pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        assert cmdline.startswith("redis-server"), cmdline  # exec: redis-server is the container's process
+        assert not password or password not in cmdline
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 def test_redis_pinned_and_not_persisted(services: dict[str, dict[str, Any]]) -> None:
     redis = services["redis"]
     assert re.fullmatch(r"redis:7\.\d+\.\d+-alpine", redis["image"])
-    command = redis["command"]
+    argv = shlex.split(redis["command"][0].split("<<")[0])
     # No RDB snapshots and no AOF: frames hold faces and must not reach the disk.
-    assert command[command.index("--save") + 1] == ""
-    assert command[command.index("--appendonly") + 1] == "no"
+    assert argv[argv.index("--save") + 1] == ""
+    # The default; REDIS_APPENDONLY=yes is the operator's explicit choice (docs/RELIABILITY.md).
+    assert argv[argv.index("--appendonly") + 1] == "$REDIS_APPENDONLY"
+    assert yaml.safe_load(COMPOSE_FILE.read_text())["services"]["redis"]["environment"]["REDIS_APPENDONLY"] == (
+        "${REDIS_APPENDONLY:-no}"
+    )
     assert not volumes(redis)
+
+
+@pytest.mark.parametrize("name", ["redis", "tfserving", "capture", "detector", "classifier"])
+def test_long_running_services_hardened(name: str, services: dict[str, dict[str, Any]]) -> None:
+    service = services[name]
+    assert service["read_only"] is True and "/tmp" in service["tmpfs"]
+    assert service["cap_drop"] == ["ALL"]
+    assert "no-new-privileges:true" in service["security_opt"]
+    assert service["restart"] == "unless-stopped"
+    if "build" in service:  # the image's own USER (tests/deploy/test_dockerfiles.py)
+        assert "user" not in service
+    else:
+        assert str(service["user"]).split(":")[0] not in ("0", "root", "")
+
+
+def test_classifier_batch_limit_is_tfserving_batching_file(services: dict[str, dict[str, Any]]) -> None:
+    """CLASSIFIER_BATCH_SIZE is checked at start against the very file TF Serving batches by."""
+    classifier, tfserving = services["classifier"], services["tfserving"]
+    path = Path(environment(classifier)["CLASSIFIER_BATCHING_CONFIG"])
+    mount = next(v for v in volumes(classifier) if path.is_relative_to(v.target))
+    assert mount.read_only
+    flags = dict(arg.split("=", 1) for arg in tfserving["command"])
+    served = Path(flags["--batching_parameters_file"])
+    tf_mount = next(v for v in volumes(tfserving) if served.is_relative_to(v.target))
+    assert (mount.source, path.relative_to(mount.target)) == (tf_mount.source, served.relative_to(tf_mount.target))
 
 
 def test_start_order_waits_for_health(services: dict[str, dict[str, Any]]) -> None:

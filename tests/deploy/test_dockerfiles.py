@@ -25,8 +25,16 @@ def syncs(parsed: Dockerfile) -> list[list[str]]:
     """The argument lists of every `uv sync` in RUN instructions."""
     found = []
     for run in parsed.all("RUN"):
-        for command in re.split(r"&&|;", run):
-            words = shlex.split(command)  # may start with RUN options such as --mount=...
+        lexer = shlex.shlex(run, posix=True, punctuation_chars=";&|")
+        lexer.whitespace_split = True
+        tokens = list(lexer)
+        commands: list[list[str]] = [[]]
+        for token in tokens:  # split on && and ; outside quotes
+            if token in ("&&", ";"):
+                commands.append([])
+            else:
+                commands[-1].append(token)
+        for words in commands:  # may start with RUN options such as --mount=...
             starts = [i for i in range(len(words) - 1) if words[i : i + 2] == ["uv", "sync"]]
             if starts:
                 found.append(words[starts[0] + 2 :])
@@ -76,20 +84,65 @@ def test_workspace_metadata_copied_before_the_first_sync(service: str) -> None:
     assert {"pyproject.toml", "uv.lock", "README.md"} <= set(copied)
 
 
+def stages(parsed: Dockerfile) -> dict[str, tuple[str, list[tuple[str, str]]]]:
+    """Stage name -> (its base: an image with ARG defaults applied, or an earlier stage; its instructions)."""
+    args = {k: v for k, _, v in (a.partition("=") for a in parsed.all("ARG"))}
+    result: dict[str, tuple[str, list[tuple[str, str]]]] = {}
+    current: list[tuple[str, str]] = []
+    for keyword, rest in parsed.instructions:
+        if keyword == "FROM":
+            words = rest.split()
+            base = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], words[0])
+            current = []
+            result[words[2] if len(words) == 3 else str(len(result))] = (base, current)
+        else:
+            current.append((keyword, rest))
+    return result
+
+
+def image_of(stage: str, all_stages: dict[str, tuple[str, list[tuple[str, str]]]]) -> str:
+    base = all_stages[stage][0]
+    return image_of(base, all_stages) if base in all_stages else base
+
+
 @pytest.mark.parametrize("service", SERVICES)
 def test_multi_stage_slim_runtime_non_root(service: str) -> None:
     parsed = dockerfile(service)
-    args = {k: v for k, _, v in (a.partition("=") for a in parsed.all("ARG"))}
-    bases = [re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], f.split()[0]) for f in parsed.all("FROM")]
-    assert len(bases) == 2 and all(re.fullmatch(r"python:3\.11(\.\d+)?-slim(-\w+)?", b) for b in bases), bases
+    found = stages(parsed)
+    # uv from its pinned image; builder and runtime from the same slim Python image.
+    assert re.fullmatch(r"ghcr\.io/astral-sh/uv:\d+\.\d+\.\d+", found["uv"][0])
+    python = {image_of(name, found) for name in ("builder", "runtime")}
+    assert len(python) == 1 and re.fullmatch(r"python:3\.11(\.\d+)?-slim(-\w+)?", python.pop())
     runtime = parsed.final_stage()
-    # Only the virtual environment comes from the builder.
-    assert [c.split() for c in runtime.all("COPY")] == [["--from=builder", "/app/.venv", "/app/.venv"]]
+    # Only the virtual environment comes from the builder (and, for capture, the demo's frames).
+    copied = [c.split() for c in runtime.all("COPY")]
+    assert copied[0] == ["--from=builder", "/app/.venv", "/app/.venv"]
+    assert copied[1:] == ([["--from=builder", "/app/demo", "/opt/emostream/demo"]] if service == "capture" else [])
     assert "/app/.venv/bin" in runtime.env()["PATH"]
     user = runtime.all("USER")[-1].split(":")[0]
     assert user not in ("root", "0")
     last_user = max(i for i, (kw, _) in enumerate(runtime.instructions) if kw == "USER")
     assert all(kw != "RUN" for kw, _ in runtime.instructions[last_user:]), "RUN after USER runs as the service user"
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_builds_offline_and_behind_a_proxy(service: str) -> None:
+    """Built-in frontend, base images as build arguments, the optional CA bundle as a secret for every download."""
+    text = (ROOT / "services" / service / "Dockerfile").read_text()
+    assert not text.startswith("# syntax"), "a # syntax= line makes BuildKit fetch a frontend image"
+    parsed = dockerfile(service)
+    args = {k for k, _, _ in (a.partition("=") for a in parsed.all("ARG"))}
+    assert {"PYTHON_IMAGE", "UV_IMAGE"} <= args
+    assert all(f.split()[0].startswith("${") or f.split()[0] in stages(parsed) for f in parsed.all("FROM"))
+    downloads = [r for r in parsed.all("RUN") if "uv sync" in r or "uv pip install" in r or "fetch-detector-model" in r]
+    assert downloads
+    for run in downloads:
+        assert "--mount=type=secret,id=ca-bundle" in run, run
+        assert "--mount=type=bind,source=deploy/docker/with-extra-ca,target=/usr/local/bin/with-extra-ca" in run
+        assert "with-extra-ca uv" in run or "with-extra-ca emostream" in run, run
+    for mount in re.findall(r"--mount=type=bind,source=([^,\s]+)", text):
+        assert (ROOT / mount).is_file(), mount  # from the build context, never copied into an image
+    assert "COPY deploy" not in text and "ca-bundle /" not in text
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -120,7 +173,12 @@ def test_detector_bakes_in_the_verified_models() -> None:
 
 @pytest.mark.parametrize("service", ["capture", "detector"])
 def test_opencv_images_have_its_system_libraries(service: str) -> None:
-    runs = " ".join(dockerfile(service).final_stage().all("RUN"))
+    found = stages(dockerfile(service))
+    chain, stage = [], "runtime"
+    while stage in found:  # the runtime stage and the stages it is built on
+        chain += [rest for kw, rest in found[stage][1] if kw == "RUN"]
+        stage = found[stage][0]
+    runs = " ".join(chain)
     assert {"libgl1", "libglib2.0-0"} <= set(runs.split())
     assert "--no-install-recommends" in runs and "rm -rf /var/lib/apt/lists/*" in runs
 

@@ -129,6 +129,11 @@ def finish_camera(client: redis.Redis, camera: str, frames_total: int) -> None:
     client.hset(names.progress(camera), mapping={"done": 1, "frames_total": frames_total})
 
 
+def already_done(client: redis.Redis, camera: str) -> bool:
+    """True when a finite source of `camera` was fully published (since Redis started)."""
+    return bool(client.hget(names.progress(camera), "done"))
+
+
 def publish(client: redis.Redis, camera: str, seq: int, frame: np.ndarray, settings: CaptureSettings) -> bool:
     """Encode and publish one frame; False (logged) when it cannot be encoded."""
     ts_capture_ms = int(time.time() * 1000)
@@ -205,7 +210,16 @@ def run_source(
     """Publish `source` until it ends (finite, without loop) or `stop`; the number of frames published.
 
     With `loop`, seq keeps counting across passes: downstream de-duplication keys on camera and seq.
+    With `keep_running`, a finite source that Redis marks done is skipped: a restarted service does not
+    replay it.
     """
+    if (
+        settings.keep_running
+        and not src.is_live(source)
+        and retrying(stop, partial(already_done, client, source.camera))
+    ):
+        log.info("%s: done before this start; not replaying it", source.camera)
+        return 0
     retrying(stop, lambda: start_camera(client, source.camera))
     total = offset = 0
     while not stop.is_set():
@@ -258,4 +272,8 @@ def run_capture(
         alive[0].join(JOIN_POLL_S)
         meter.tick()
     meter.tick(force=True)
+    if settings.keep_running and not failed:
+        log.info("every finite source has ended; staying up until stopped")
+        while not stop.wait(JOIN_POLL_S):
+            meter.tick()
     return 1 if failed else 0

@@ -10,6 +10,7 @@ from emostream.lifecycle import stop_on_signals
 from emostream.settings import load
 from emostream.telemetry import setup_logging
 from emostream_capture.capture import SERVICE, run_capture
+from emostream_capture.media import media_sources
 from emostream_capture.settings import CaptureSettings
 from emostream_capture.sources import SourceError, parse_sources
 
@@ -24,6 +25,11 @@ def main(argv: list[str]) -> int:
         sources = parse_sources(settings.sources, settings.images_fps)
     except SourceError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
+        return 2
+    if settings.media_dir is not None:
+        sources += media_sources(settings.media_dir, {s.camera for s in sources}, settings.images_fps)
+    if not sources and not settings.keep_running:
+        print(f"{PROG}: no source: none given and nothing playable in {settings.media_dir}", file=sys.stderr)
         return 2
     try:
         client = connect(settings.redis_url)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, ValidationInfo, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from emostream.settings import CommonSettings
@@ -13,9 +15,13 @@ class CaptureSettings(CommonSettings):
 
     model_config = SettingsConfigDict(extra="forbid", env_prefix="CAPTURE_")
 
+    media_dir: Path | None = Field(
+        None,
+        description="also play this folder: each video file (camera = its name), each sub-folder of images, and "
+        "its own images; missing or empty adds nothing",
+    )
     sources: list[str] = Field(
         default_factory=list,
-        min_length=1,
         validate_default=True,
         description="sources as [camera_id=]spec: webcam index (0, webcam:0), video file, rtsp/http(s) URL, "
         "or folder/glob of images; env as a JSON list",
@@ -56,3 +62,15 @@ class CaptureSettings(CommonSettings):
         10.0, gt=0, le=600, description="URL sources: give up opening or reading after this long and reconnect"
     )
     heartbeat_s: float = Field(10.0, gt=0, le=3600, description="how often to log rates and refresh the heartbeat")
+    keep_running: bool = Field(
+        False,
+        description="run as a service: skip files and folders that Redis marks done (a restart does not replay "
+        "them) and stay up, healthy, once every finite source has ended",
+    )
+
+    @field_validator("sources")
+    @classmethod
+    def _something_to_capture(cls, sources: list[str], info: ValidationInfo) -> list[str]:
+        if not sources and info.data.get("media_dir") is None:
+            raise ValueError("no source given (and no media folder)")
+        return sources

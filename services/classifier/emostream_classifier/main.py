@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 
@@ -19,6 +20,7 @@ from emostream.streams import Consumer, Entry, Message, Once, publish_once
 from emostream.telemetry import Meter, setup_logging
 from emostream.wire import EmotionEvent, Face, decode_face, encode_event
 from emostream_classifier.batching import collect
+from emostream_classifier.serving_limits import batch_size_problem
 from emostream_classifier.settings import ClassifierSettings
 from emostream_classifier.shadow import Shadow
 from emostream_classifier.tf_serving import ServingClient, ServingError, read_labels, unknown_label
@@ -256,6 +258,10 @@ def make_shadow(settings: ClassifierSettings, client: redis.Redis) -> Shadow | N
 def main(argv: list[str]) -> int:
     settings = load(ClassifierSettings, argv, prog="emostream classify")
     log = setup_logging(settings.log_level, "classifier")
+    problem = batch_size_problem(settings.batch_size, settings.batching_config)
+    if problem:
+        print(f"emostream classify: {problem}", file=sys.stderr)
+        return 2
     try:
         client = connect(settings.redis_url)
     except RedisUnavailable as error:

@@ -34,6 +34,10 @@ class ClassifierSettings(CommonSettings):
     )
     shadow_queue: int = Field(4, ge=1, le=1000, description="batches waiting for the candidate; more are dropped")
     batch_size: int = Field(32, ge=1, le=1024, description="most faces per Predict call")
+    batching_config: Path | None = Field(
+        None,
+        description="TF Serving's batching parameters file: a batch size above its max_batch_size is refused at start",
+    )
     max_wait_ms: int = Field(20, ge=0, le=10_000, description="longest wait to fill a batch once it has a face")
     block_ms: int = Field(500, ge=1, le=60_000, description="longest wait for the first face of a batch")
     request_timeout_s: float = Field(10.0, gt=0, le=300, description="deadline of one Predict call")
