@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import tensorflow as tf
 from emostream_detector.detection import FaceFinder
-from emostream_detector.model_file import default_path, fetch
+from emostream_detector.model_file import NEAR, fetch_model
 from emostream_trainer.export import numbered_versions
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -32,7 +32,7 @@ def main() -> int:
     args = parser.parse_args()
     version = numbered_versions(args.model_base)[-1]
     serve = tf.saved_model.load(str(args.model_base / str(version))).signatures["serving_default"]
-    finder = FaceFinder(fetch(default_path()), 0.5, 0.25)
+    finder = FaceFinder(fetch_model(NEAR))  # the default range, as the pipeline
     with tempfile.TemporaryDirectory() as folder:
         video = Path(folder) / "bench.avi"
         compose_video(load_faces(args.data, per_class=200, seed=0), args.frames, 15.0, video)

@@ -54,7 +54,8 @@ def up_env(redis_url: str, detector_model_path: Path, tmp_path: Path) -> Iterato
     yield {
         **os.environ,
         "EMOSTREAM_REDIS_URL": redis_url,
-        "DETECTOR_MODEL_PATH": str(detector_model_path),
+        "DETECTOR_MODEL_DIR": str(detector_model_path.parent),
+        "DETECTOR_RANGE": "near",  # faces are counted exactly; tests/detector covers the ranges
         "TMPDIR": str(scratch),
         "TF_CPP_MIN_LOG_LEVEL": "3",
     }

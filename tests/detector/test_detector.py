@@ -31,7 +31,8 @@ FRAMES = 6
 
 @pytest.fixture(scope="module")
 def finder(detector_model_path: Path) -> Iterator[FaceFinder]:
-    face_finder = FaceFinder(detector_model_path, min_score=0.5, margin=0.25)  # the default range: auto
+    # Near range: these tests count the demo's faces exactly; test_far.py covers far and auto.
+    face_finder = FaceFinder(detector_model_path, detector_range="near", min_score=0.5, margin=0.25)
     yield face_finder
     face_finder.close()
 

@@ -143,7 +143,7 @@ class TiledSearch:
         if face[4] >= SURE_SCORE:
             return True
         again = self._search(bgr, around(face, TRACK_SHARE))
-        return bool(np.any(iou(face[:4], again[:, :4]) > NMS_IOU))  # seen again, from min_score
+        return bool(np.any((again[:, 4] >= self.new_face_score) & (iou(face[:4], again[:, :4]) > NMS_IOU)))
 
     def _search(self, bgr: np.ndarray, window: Tile, model: BlazeFace | None = None) -> np.ndarray:
         self.calls += 1
