@@ -138,7 +138,7 @@ class Feeder:
 
 
 def events(client: redis.Redis) -> list[wire.EmotionEvent]:
-    return [wire.decode_event(fields) for _, fields in client.xrange(names.EVENTS)]
+    return [wire.decode_event(fields) for _, fields in client.xrange(names.SCORED)]
 
 
 def wait_for(condition: object, timeout: float, what: str) -> float:
@@ -182,7 +182,7 @@ def test_events_keep_flowing_across_publish_and_rollback(
         feeding = Background("feeder", feeder)
         try:
             # Phase 1: version 1 serves.
-            wait_for(lambda: client.xlen(names.EVENTS) >= 10, 60, "the first events")
+            wait_for(lambda: client.xlen(names.SCORED) >= 10, 60, "the first events")
             time.sleep(PHASE_S)
             published_ms = now_ms()
             assert deploy_command.publish(base / "1", base) == base / "2"
@@ -202,7 +202,7 @@ def test_events_keep_flowing_across_publish_and_rollback(
             feeding.finish()
         total = feeder.count()
         try:
-            wait_for(lambda: client.xlen(names.EVENTS) >= total, 60, f"events for all {total} faces")
+            wait_for(lambda: client.xlen(names.SCORED) >= total, 60, f"events for all {total} faces")
             time.sleep(0.3)  # any duplicate would show up now
         finally:
             classifying.stop.set()

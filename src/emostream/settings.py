@@ -52,6 +52,13 @@ class CommonSettings(BaseSettings):
         validation_alias=_everywhere("stream_maxlen"),
         description="approximate length bound of the frame and face streams",
     )
+    metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        validation_alias=_everywhere("metrics_port"),
+        description="serve Prometheus metrics on this port at /metrics (0: off)",
+    )
 
 
 def env_name(cls: type[BaseSettings], field: str) -> str:

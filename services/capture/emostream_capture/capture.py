@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import redis
 
-from emostream import names, wire
+from emostream import metrics, names, wire
 from emostream.telemetry import Meter
 from emostream_capture import sources as src
 from emostream_capture.settings import CaptureSettings
@@ -120,6 +120,7 @@ def publish(client: redis.Redis, camera: str, seq: int, frame: np.ndarray, setti
     pipe.xadd(names.frames(camera), wire.encode_frame(message), maxlen=settings.stream_maxlen, approximate=True)
     pipe.hincrby(names.progress(camera), "frames_published", 1)
     pipe.execute()
+    metrics.CAPTURE_FRAMES.labels(camera).inc()
     return True
 
 
@@ -208,6 +209,7 @@ def run_capture(
             stop.set()
         except Exception:  # one broken source must not take the others down
             log.exception("%s: source %s failed", source.camera, source.kind)
+            metrics.CAPTURE_SOURCE_ERRORS.labels(source.camera).inc()
             failed.append(source.camera)
 
     threads = [

@@ -10,7 +10,7 @@ import grpc
 import numpy as np
 import redis
 
-from emostream import names
+from emostream import metrics, names
 from emostream.connection import RedisUnavailable, connect
 from emostream.lifecycle import run_until_stopped, stop_on_signals
 from emostream.settings import load
@@ -47,6 +47,7 @@ def to_events(
                 model,
                 version,
                 face.score,
+                face.faces_in_frame,
             )
         )
     return events
@@ -80,7 +81,9 @@ class Classifier:
 
     def classify(self, batch: list[Message[Face]]) -> list[EmotionEvent]:
         faces = [message.value for message in batch]
-        prediction = self.serving.predict(np.stack([face.crop for face in faces])[..., None])
+        metrics.CLASSIFIER_BATCH_FACES.observe(len(faces))
+        with metrics.CLASSIFIER_PREDICT_SECONDS.time():
+            prediction = self.serving.predict(np.stack([face.crop for face in faces])[..., None])
         labels = read_labels(self.settings.model_base, prediction.model_version)
         return to_events(faces, prediction.probabilities, labels, self.settings.model_name, prediction.model_version)
 
@@ -88,14 +91,18 @@ class Classifier:
         items = [
             Once(
                 names.seen("face", f"{m.value.identity}:{m.value.ts_capture_ms}"),
-                [Entry(names.EVENTS, encode_event(event), self.settings.events_maxlen)],
+                [Entry(names.SCORED, encode_event(event), self.settings.events_maxlen)],
                 names.progress(event.camera),
                 {"events": 1},
             )
             for m, event in zip(batch, events, strict=True)
         ]
-        published = sum(publish_once(self.client, items, self.settings.dedupe_ttl_s))
+        done = publish_once(self.client, items, self.settings.dedupe_ttl_s)
         self.consumer.ack(batch)
+        for event, new in zip(events, done, strict=True):
+            if new:
+                metrics.CLASSIFIER_EVENTS.labels(event.camera).inc()
+        published = sum(done)
         return published
 
     def step(self) -> None:
@@ -142,6 +149,12 @@ def main(argv: list[str]) -> int:
         settings.serving_target, settings.model_name, timeout_seconds=settings.request_timeout_s
     ) as serving:
         classifier = Classifier(settings, client, serving, log, stop)
+        try:
+            backlog = metrics.StreamBacklog(client, lambda: [names.FACES], names.CLASSIFIER_GROUP)
+            metrics.serve(settings.metrics_port, backlog)
+        except OSError as error:
+            log.error("cannot serve metrics on port %d: %s", settings.metrics_port, error)
+            return 1
         log.info("classifying faces via %s model %r", settings.serving_target, settings.model_name)
         run_until_stopped(stop, classifier.step, log)
     log.info("stopped")

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import redis
 
-from emostream import names
+from emostream import metrics, names
 from emostream.connection import RedisUnavailable, connect
 from emostream.lifecycle import run_until_stopped, stop_on_signals
 from emostream.settings import load
@@ -61,6 +61,7 @@ class Detector:
 
     def handle(self, message: Message[Frame]) -> None:
         frame = message.value
+        started = time.perf_counter()
         try:
             faces = self.faces(frame)
         except (WireError, cv2.error) as error:
@@ -77,6 +78,9 @@ class Detector:
         self.consumer.ack([message])
         self.meter.add("frames")
         self.meter.add("faces", len(faces))
+        metrics.DETECTOR_SECONDS.observe(time.perf_counter() - started)
+        metrics.DETECTOR_FRAMES.labels(frame.camera).inc()
+        metrics.DETECTOR_FACES.labels(frame.camera).inc(len(faces))
 
     def step(self) -> None:
         for message in self.consumer.read(self.settings.frames_per_read, self.settings.block_ms):
@@ -104,6 +108,12 @@ def main(argv: list[str]) -> int:
         refresh_tiles=settings.refresh_tiles,
     )
     detector = Detector(settings, client, finder, log)
+    try:
+        backlog = metrics.StreamBacklog(client, lambda: frame_streams(client), names.DETECTOR_GROUP)
+        metrics.serve(settings.metrics_port, backlog)
+    except OSError as error:
+        log.error("cannot serve metrics on port %d: %s", settings.metrics_port, error)
+        return 1
     log.info(
         "detecting faces (range %s, faces from %d px) as consumer %r of group %r",
         settings.range,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from concurrent import futures
 from pathlib import Path
 from typing import Any, NoReturn
@@ -22,6 +23,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from emostream import metrics
 from emostream_modelserver.versions import LoadedVersion, VersionManager
 
 log = logging.getLogger(__name__)
@@ -129,10 +131,18 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def Predict(
         self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
     ) -> predict_pb2.PredictResponse:
+        started, code = time.perf_counter(), "OK"
         try:
-            return self._predict(request)
+            response = self._predict(request)
+            images = request.inputs["image"].tensor_shape.dim[0].size
+            metrics.MODEL_FACES.labels(str(response.model_spec.version.value)).inc(images)
+            return response
         except RequestError as error:
+            code = error.code.name
             _abort(context, error)
+        finally:
+            metrics.MODEL_PREDICT_SECONDS.observe(time.perf_counter() - started)
+            metrics.MODEL_REQUESTS.labels("Predict", code).inc()
 
     def _predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
         # Read the served version once: a swap mid-request cannot mix two versions.
@@ -263,6 +273,11 @@ def _set_health(servicer: health.HealthServicer, serving: bool) -> None:
         servicer.set(service, status)
 
 
+def _on_change(servicer: health.HealthServicer, model_name: str, loaded: LoadedVersion | None) -> None:
+    _set_health(servicer, loaded is not None)
+    metrics.MODEL_VERSION.labels(model_name).set(loaded.version if loaded else 0)
+
+
 def start_server(
     model_base: Path,
     model_name: str,
@@ -279,7 +294,7 @@ def start_server(
     health_servicer = health.HealthServicer()
     _set_health(health_servicer, serving=False)
     versions = VersionManager(
-        model_base, poll_seconds, on_change=lambda loaded: _set_health(health_servicer, loaded is not None)
+        model_base, poll_seconds, on_change=lambda loaded: _on_change(health_servicer, model_name, loaded)
     )
     options = [
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
