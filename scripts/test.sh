@@ -11,6 +11,11 @@ if ! command -v docker-compose >/dev/null 2>&1 && root_apt; then
   (apt-get update -qq && apt-get install -y -qq docker-compose >/dev/null) || echo "could not install docker-compose"
 fi
 
+# The viewer test drives Debian's Chromium through its chromedriver; without them it fails, naming them.
+if ! { command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; } && root_apt; then
+  (apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null) || echo "could not install chromium"
+fi
+
 # Tests use a real Redis: EMOSTREAM_REDIS_URL, else 127.0.0.1:6379, else a private redis-server.
 export EMOSTREAM_REDIS_URL="${EMOSTREAM_REDIS_URL:-redis://127.0.0.1:6379/0}"
 if ! uv run --frozen --no-sync python -c "import redis,os; redis.Redis.from_url(os.environ['EMOSTREAM_REDIS_URL']).ping()" 2>/dev/null; then

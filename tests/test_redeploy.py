@@ -179,7 +179,7 @@ class Feeder:
 
 
 def events(client: redis.Redis) -> list[wire.EmotionEvent]:
-    return [wire.decode_event(fields) for _, fields in client.xrange(names.EVENTS)]
+    return [wire.decode_event(fields) for _, fields in client.xrange(names.SCORED)]
 
 
 def wait_for(condition: object, timeout: float, what: str) -> float:
@@ -237,7 +237,7 @@ def test_events_keep_flowing_across_publish_promote_and_rollback(
         feeding = Background("feeder", feeder)
         try:
             # Phase 1: version 1 serves; publishing version 2 makes it the candidate, served by nobody.
-            wait_for(lambda: client.xlen(names.EVENTS) >= 10, 60, "the first events")
+            wait_for(lambda: client.xlen(names.SCORED) >= 10, 60, "the first events")
             assert deploy(base, config, server, redis_url, "publish", str(elsewhere)) == 0
             assert server.registry.labels[MODEL_NAME] == {"stable": 1, "canary": 2}
             compared = lambda: shadow_report(client, shadow_key(1, 2))["overall"]["faces"] > 0  # noqa: E731
@@ -261,7 +261,7 @@ def test_events_keep_flowing_across_publish_promote_and_rollback(
             feeding.finish()
         total = feeder.count()
         try:
-            wait_for(lambda: client.xlen(names.EVENTS) >= total, 60, f"events for all {total} faces")
+            wait_for(lambda: client.xlen(names.SCORED) >= total, 60, f"events for all {total} faces")
             time.sleep(0.3)  # any duplicate would show up now
         finally:
             classifying.stop.set()
@@ -341,7 +341,7 @@ def test_a_failing_promotion_is_rolled_back_automatically(
         classifying = Background("classifier", lambda stop: run_until_stopped(stop, classifier.step, log))
         feeding = Background("feeder", feeder)
         try:
-            wait_for(lambda: client.xlen(names.EVENTS) >= 10, 60, "the first events")
+            wait_for(lambda: client.xlen(names.SCORED) >= 10, 60, "the first events")
             assert deploy_command.add_candidate(deploy_command.Place(base, config, MODEL_NAME, target), 2)
             watch = ["--watch-s", "60", "--min-requests", "3", "--max-error-rate", "0.2"]
             code = deploy(base, config, server, redis_url, "promote", "--force", *watch)

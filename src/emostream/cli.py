@@ -30,6 +30,13 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
         "emostream-detector",
     ),
     "classify": ("emostream_classifier.main", "main", "classify faces through TF Serving gRPC", "emostream-classifier"),
+    "track": (
+        "emostream_tracker.main",
+        "main",
+        "follow faces across frames, smooth labels, publish tracked events",
+        "emostream-tracker",
+    ),
+    "view": ("emostream_viewer.main", "main", "serve the live web viewer and SSE subscriptions", "emostream-viewer"),
     "serve-model": (
         "emostream_modelserver.main",
         "main",

@@ -19,7 +19,8 @@ from emostream.settings import CommonSettings, load
 from emostream.wire import EmotionEvent, WireError, decode_event
 
 TABLE_HEADER = (
-    f"{'camera':<12} {'frame':>6} {'face':>4} {'label':<8} {'score':>5}  {'box (x,y,w,h)':<20} {'latency':>8}  model"
+    f"{'camera':<12} {'frame':>6} {'face':>4} {'label':<8} {'score':>5}  {'box (x,y,w,h)':<20} {'latency':>8}  "
+    f"{'model':<12} track"
 )
 
 
@@ -104,7 +105,8 @@ def format_event(event: EmotionEvent, style: str) -> str:
     latency = f"{event.ts_event_ms - event.ts_capture_ms}ms"
     return (
         f"{event.camera:<12} {event.frame_seq:>6} {event.face_index:>4} {event.label:<8} {event.score:>5.2f}  "
-        f"{box:<20} {latency:>8}  {event.model}/{event.model_version}"
+        f"{box:<20} {latency:>8}  {event.model + '/' + str(event.model_version):<12} "
+        + (f"{event.track.track_id} {event.track.label}{'?' if event.track.uncertain else ''}" if event.track else "-")
     )
 
 

@@ -13,7 +13,7 @@ from emostream.telemetry import healthy
 
 def main(argv: list[str]) -> int:
     parser = OneLineParser(prog="emostream health", description=__doc__)
-    parser.add_argument("service", choices=("capture", "detector", "classifier"))
+    parser.add_argument("service", choices=("capture", "detector", "classifier", "tracker"))
     parser.add_argument("--consumer", default=os.environ.get("EMOSTREAM_CONSUMER", socket.gethostname()))
     args = parser.parse_args(argv)
     try:

@@ -70,6 +70,10 @@ class UpSettings(CommonSettings):
         "second) so that a restart loses at most the last second; frames hold faces, so unset (the default) "
         "nothing reaches the disk",
     )
+    ready_timeout_s: float = Field(
+        300.0, gt=0, description="longest wait for every replica to load its model before capture starts"
+    )
+    viewer_port: int = Field(0, ge=0, le=65535, description="also serve the web viewer on 127.0.0.1:PORT (0: no)")
 
 
 def free_port() -> int:
@@ -258,6 +262,8 @@ def finished(client: redis.Redis, cameras: list[str]) -> bool:
             return False
         if progress.get("events", 0) + progress.get("faces_failed", 0) < progress.get("faces_detected", 0):
             return False
+        if progress.get("tracked", 0) < progress.get("events", 0):
+            return False
     return True
 
 
@@ -312,7 +318,7 @@ def run(settings: UpSettings) -> int:
         fetch(detector_models)
         target = start_model_server(settings, children)
         wait_for_model(target, settings.model_name)
-        commands = {"classifier": "classify", "detector": "detect"}
+        commands = {"classifier": "classify", "detector": "detect", "tracker": "track"}
         service_env = {
             "classifier": {
                 "CLASSIFIER_SERVING_TARGET": target,
@@ -322,13 +328,18 @@ def run(settings: UpSettings) -> int:
                 "CLASSIFIER_VERSION_LABEL": "stable" if model_config(settings) is not None else "",
             },
             "detector": {"DETECTOR_MODEL_DIR": str(detector_models)},
+            "tracker": {},
         }
         replicas = [("classifier", f"classifier-{i + 1}") for i in range(settings.classifiers)]
         replicas += [("detector", f"detector-{i + 1}") for i in range(settings.detectors)]
+        replicas += [("tracker", "tracker-1")]  # one tracker follows every camera in frame order
         client.delete(*(names.heartbeat(service, consumer) for service, consumer in replicas))
         for service, consumer in replicas:
             children.emostream(consumer, [commands[service]], EMOSTREAM_CONSUMER=consumer, **service_env[service])
-        wait_for_replicas(client, children, replicas)
+        wait_for_replicas(client, children, replicas, settings.ready_timeout_s)
+        if settings.viewer_port:
+            children.emostream("viewer", ["view", "--port", str(settings.viewer_port)])
+            print(f"{PROG}: viewer on http://127.0.0.1:{settings.viewer_port}/", file=sys.stderr)
         flags = ["--realtime" if settings.realtime else "--no-realtime", "--loop" if settings.loop else "--no-loop"]
         children.emostream(
             "capture",

@@ -6,12 +6,18 @@ PREFIX = "emostream"
 CAMERAS = f"{PREFIX}:cameras"
 """Set of camera ids that capture has published frames for; detectors follow it."""
 FACES = f"{PREFIX}:faces"
+SCORED = f"{PREFIX}:scored"
+"""Classifier output, one entry per face in whatever order replicas finish; the tracker's input."""
 EVENTS = f"{PREFIX}:events"
+"""Tracked events, one per face, carrying track_id and the smoothed label: what users subscribe to."""
+TRACKS = f"{PREFIX}:tracks"
+"""One entry when a track starts, when its smoothed emotion changes, and when it ends."""
 DEAD_LETTERS = f"{PREFIX}:deadletters"
 DEAD_LETTER_COUNTS = f"{PREFIX}:deadletters:counts"
 """Hash of dead letters by reason kind (WireError.kind), never trimmed."""
 DETECTOR_GROUP = "detector"
 CLASSIFIER_GROUP = "classifier"
+TRACKER_GROUP = "tracker"
 
 
 def frames(camera: str) -> str:
@@ -31,3 +37,8 @@ def seen(kind: str, identity: str) -> str:
 
 def heartbeat(service: str, consumer: str) -> str:
     return f"{PREFIX}:heartbeat:{service}:{consumer}"
+
+
+def track_counter(camera: str) -> str:
+    """Counter that numbers a camera's tracks, so ids stay unique across tracker restarts."""
+    return f"{PREFIX}:track_seq:{camera}"

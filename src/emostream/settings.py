@@ -55,6 +55,13 @@ class CommonSettings(BaseSettings):
         validation_alias=_everywhere("stream_maxlen"),
         description="approximate length bound of the frame and face streams",
     )
+    metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        validation_alias=_everywhere("metrics_port"),
+        description="serve Prometheus metrics on this port at /metrics (0: off)",
+    )
 
     @field_validator("redis_url")
     @classmethod

@@ -15,7 +15,7 @@ from typing import Generic, TypeVar
 
 import redis
 
-from emostream import names
+from emostream import metrics, names
 from emostream.wire import WireError
 
 T = TypeVar("T")
@@ -246,6 +246,7 @@ class Consumer(Generic[T]):
         pipe.xack(stream, self.group, entry_id)
         pipe.execute()
         self.dead_lettered += 1
+        metrics.DEAD_LETTERS.labels(self.group, metrics.reason_kind(reason)).inc()
 
     def ack(self, messages: Iterable[Message[T]]) -> None:
         by_stream: dict[str, list[bytes]] = {}

@@ -101,6 +101,20 @@ class EmotionEvent:
     model: str
     model_version: int
     detector_score: float
+    faces_in_frame: int = 0
+    """How many faces the detector found in this frame: the tracker knows when a frame is complete."""
+    track: TrackInfo | None = None
+    """Set by the tracker; None on the classifier's raw output."""
+
+
+@dataclass(frozen=True)
+class TrackInfo:
+    """What the tracker adds to an event: which track, and the label smoothed over its recent frames."""
+
+    track_id: str
+    label: str
+    score: float
+    uncertain: bool
 
 
 def _parse(message_type: type, fields: dict[bytes, bytes], what: str):  # type: ignore[no-untyped-def]
@@ -221,6 +235,17 @@ def encode_event(event: EmotionEvent) -> dict[str, str]:
         "model": event.model,
         "model_version": str(event.model_version),
         "detector_score": f"{event.detector_score:.4f}",
+        "faces_in_frame": str(event.faces_in_frame),
+        **(
+            {
+                "track_id": event.track.track_id,
+                "smoothed_label": event.track.label,
+                "smoothed_score": f"{event.track.score:.4f}",
+                "uncertain": "1" if event.track.uncertain else "0",
+            }
+            if event.track
+            else {}
+        ),
     }
 
 
@@ -243,6 +268,14 @@ def decode_event(fields: dict[bytes, bytes] | dict[str, str]) -> EmotionEvent:
             model=text["model"],
             model_version=int(text["model_version"]),
             detector_score=float(text.get("detector_score", "0")),
+            faces_in_frame=int(text.get("faces_in_frame", "0")),
+            track=(
+                TrackInfo(
+                    text["track_id"], text["smoothed_label"], float(text["smoothed_score"]), text["uncertain"] == "1"
+                )
+                if "track_id" in text
+                else None
+            ),
         )
     except (KeyError, ValueError, TypeError, AttributeError) as error:
         raise WireError(f"event entry is malformed: {error!r}") from error

@@ -43,7 +43,7 @@ def put_faces(client: redis.Redis, faces: list[Face]) -> None:
 
 
 def read_events(client: redis.Redis) -> list[wire.EmotionEvent]:
-    return [wire.decode_event(fields) for _, fields in client.xrange(names.EVENTS)]
+    return [wire.decode_event(fields) for _, fields in client.xrange(names.SCORED)]
 
 
 def classifier_pending(client: redis.Redis) -> int:

@@ -118,14 +118,14 @@ def test_sigkill_mid_stream_then_restart_gives_exactly_one_event_per_face(
     children.append(first)
     # Kill it while a Predict is in flight: it then holds a read, unacknowledged batch.
     wait_for(
-        lambda: first.alive() and redis_client.xlen(names.EVENTS) >= 40 and slow_model_server.busy(),
+        lambda: first.alive() and redis_client.xlen(names.SCORED) >= 40 and slow_model_server.busy(),
         90,
         "the first events and a batch in flight",
         interval=0.002,
     )
     first.process.send_signal(signal.SIGKILL)
     first.process.wait(10)
-    done_before_kill = redis_client.xlen(names.EVENTS)
+    done_before_kill = redis_client.xlen(names.SCORED)
     held_at_kill = classifier_pending(redis_client)
     assert 40 <= done_before_kill < FACES, "killed too late to test anything"
     assert held_at_kill > 0, "the killed classifier held no unacknowledged faces"
@@ -138,7 +138,7 @@ def test_sigkill_mid_stream_then_restart_gives_exactly_one_event_per_face(
     second.process.send_signal(signal.SIGTERM)
     assert second.process.wait(20) == 0  # a clean stop on SIGTERM
 
-    events = [fields for _, fields in redis_client.xrange(names.EVENTS)]
+    events = [fields for _, fields in redis_client.xrange(names.SCORED)]
     per_face = Counter((f[b"camera"].decode(), int(f[b"frame_seq"]), int(f[b"face_index"])) for f in events)
     assert set(per_face) == {(face.camera, face.frame_seq, face.face_index) for face in faces}
     assert [key for key, count in per_face.items() if count != 1] == []

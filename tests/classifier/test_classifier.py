@@ -159,7 +159,7 @@ def test_classifier_publishes_one_event_per_face_in_batches(
         logging.getLogger("test.classifier"),
         threading.Event(),
     )
-    run_until(classifier, lambda: redis_client.xlen(names.EVENTS) >= 40, "40 events")
+    run_until(classifier, lambda: redis_client.xlen(names.SCORED) >= 40, "40 events")
     assert classifier_caught_up(redis_client)
 
     events = read_events(redis_client)
@@ -191,7 +191,7 @@ def test_classifier_publishes_one_event_per_face_in_batches(
         lambda: classifier_caught_up(redis_client) and redis_client.xlen(names.FACES) == 50,
         "the replay handled",
     )
-    assert redis_client.xlen(names.EVENTS) == 40
+    assert redis_client.xlen(names.SCORED) == 40
     assert sum(serving.batches) == 50  # classified again, published once
 
 
@@ -213,7 +213,7 @@ def test_malformed_face_is_dead_lettered_and_the_rest_classified(
         logging.getLogger("test.classifier"),
         threading.Event(),
     )
-    run_until(classifier, lambda: redis_client.xlen(names.EVENTS) >= 3, "3 events")
+    run_until(classifier, lambda: redis_client.xlen(names.SCORED) >= 3, "3 events")
     assert classifier_caught_up(redis_client)
     assert [e.label for e in read_events(redis_client)] == [expected_label(f) for f in faces]
     [(_, record)] = redis_client.xrange(names.DEAD_LETTERS)
@@ -250,13 +250,13 @@ def test_batch_is_held_while_the_model_server_is_down(
         try:
             wait_for(lambda: classifier_pending(redis_client) == 6, 10, "the batch read")
             time.sleep(0.7)  # a retry or two against the stopped server
-            assert redis_client.xlen(names.EVENTS) == 0
+            assert redis_client.xlen(names.SCORED) == 0
             assert classifier_pending(redis_client) == 6  # held, not acknowledged, not dead-lettered
             assert redis_client.xlen(names.DEAD_LETTERS) == 0
             back = start_server(tiny_model_base, MODEL_NAME, port=port, poll_seconds=0.5)
             try:
                 back.wait_until_serving(30)
-                wait_for(lambda: redis_client.xlen(names.EVENTS) == 6, 40, "events once the server is back")
+                wait_for(lambda: redis_client.xlen(names.SCORED) == 6, 40, "events once the server is back")
                 wait_for(lambda: classifier_pending(redis_client) == 0, 5, "the batch acknowledged")
             finally:
                 stop.set()

@@ -69,7 +69,7 @@ def test_a_rejected_batch_is_split_so_only_the_faces_at_fault_are_dead_lettered(
     put_faces(redis_client, faces)
     with ServingClient(f"127.0.0.1:{poison_server.port}", MODEL_NAME, timeout_seconds=10) as serving:
         worker = classifier(redis_url, redis_client, serving, poison_base)
-        wait_for(lambda: worker.step() or redis_client.xlen(names.EVENTS) >= 14, 60, "14 events", interval=0)
+        wait_for(lambda: worker.step() or redis_client.xlen(names.SCORED) >= 14, 60, "14 events", interval=0)
         for _ in range(3):
             worker.step()
     assert classifier_caught_up(redis_client)
@@ -95,7 +95,7 @@ def test_responses_breaking_the_contract_are_errors_with_a_reason_not_an_outage(
         worker = classifier(redis_url, redis_client, serving, tmp_path / "empty")
         with caplog.at_level(logging.WARNING):
             wait_for(lambda: worker.step() or classifier_caught_up(redis_client), 30, "the batch set aside", interval=0)
-    assert redis_client.xlen(names.EVENTS) == 0
+    assert redis_client.xlen(names.SCORED) == 0
     letters = dead_letters(redis_client)
     assert len(letters) == 4 and {letter["kind"] for letter in letters} == {"contract"}
     assert "breaks the contract: no labels for model version 1" in letters[0]["reason"]

@@ -38,6 +38,8 @@ SETTINGS_CLASSES = {
     "capture": ("emostream_capture.settings", "CaptureSettings"),
     "detect": ("emostream_detector.settings", "DetectorSettings"),
     "classify": ("emostream_classifier.settings", "ClassifierSettings"),
+    "track": ("emostream_tracker.settings", "TrackerSettings"),
+    "view": ("emostream_viewer.settings", "ViewerSettings"),
 }
 # Compose services that run an emostream subcommand, and which.
 EXPECTED_SUBCOMMANDS = {
@@ -46,6 +48,8 @@ EXPECTED_SUBCOMMANDS = {
     "detector": "detect",
     "classifier": "classify",
     "trainer": "train",
+    "tracker": "track",
+    "viewer": "view",
 }
 
 
@@ -228,7 +232,7 @@ def test_nothing_published_beyond_localhost(services: dict[str, dict[str, Any]])
         for host, _, _ in _published(service):
             assert host == "127.0.0.1", f"{name} publishes on {host}"
     assert "ports" not in services["redis"]
-    assert {n for n, s in services.items() if s.get("ports")} == {"tfserving"}
+    assert {n for n, s in services.items() if s.get("ports")} == {"tfserving", "viewer"}
 
 
 def test_classifier_targets_tfserving_grpc(services: dict[str, dict[str, Any]]) -> None:

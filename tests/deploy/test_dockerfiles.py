@@ -14,7 +14,7 @@ from tests.deploy.conftest import ROOT, Dockerfile
 
 SERVICES = sorted(p.parent.name for p in (ROOT / "services").glob("*/pyproject.toml"))
 # Services that write a heartbeat, and the name `emostream health` knows them by.
-HEARTBEAT = {"capture": "capture", "detector": "detector", "classifier": "classifier"}
+HEARTBEAT = {"capture": "capture", "detector": "detector", "classifier": "classifier", "tracker": "tracker"}
 
 
 def dockerfile(service: str) -> Dockerfile:
@@ -42,7 +42,7 @@ def syncs(parsed: Dockerfile) -> list[list[str]]:
 
 
 def test_every_workspace_member_has_a_dockerfile() -> None:
-    assert SERVICES == ["capture", "classifier", "detector", "modelserver", "trainer"]
+    assert SERVICES == ["capture", "classifier", "detector", "modelserver", "tracker", "trainer", "viewer"]
     for service in SERVICES:
         assert (ROOT / "services" / service / "Dockerfile").is_file(), service
 
@@ -156,6 +156,8 @@ def test_healthcheck(service: str) -> None:
     if service in HEARTBEAT:
         assert command == f'["emostream", "health", "{HEARTBEAT[service]}"]'
         assert "health" in COMMANDS
+    elif service == "viewer":
+        assert "/healthz" in command
     else:
         assert "8500" in command
 

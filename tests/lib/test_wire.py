@@ -18,6 +18,7 @@ from emostream.wire import Box, EmotionEvent, Face, Frame, WireError
 
 ROOT = Path(__file__).resolve().parents[2]
 EVENT_FIELDS = {
+    "faces_in_frame",
     "camera",
     "frame_seq",
     "face_index",
@@ -112,6 +113,15 @@ def test_event_fields_are_plain_text_and_round_trip(redis_client: redis.Redis) -
     entry_id = redis_client.xadd("emostream:test:events", fields)
     [(_, stored)] = redis_client.xrange("emostream:test:events", entry_id, entry_id)
     assert wire.decode_event(stored) == event
+    assert wire.decode_event(fields) == event
+
+
+def test_tracked_event_fields_round_trip() -> None:
+    event = dataclasses.replace(an_event(), faces_in_frame=2, track=wire.TrackInfo("cam-1-7", "fear", 0.51, True))
+    fields = wire.encode_event(event)
+    assert set(fields) == EVENT_FIELDS | {"track_id", "smoothed_label", "smoothed_score", "uncertain"}
+    assert (fields["track_id"], fields["smoothed_label"], fields["uncertain"]) == ("cam-1-7", "fear", "1")
+    assert fields["faces_in_frame"] == "2"
     assert wire.decode_event(fields) == event
 
 

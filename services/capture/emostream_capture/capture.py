@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 import redis
 
-from emostream import names, wire
+from emostream import metrics, names, wire
 from emostream.telemetry import Meter
 from emostream_capture import sources as src
 from emostream_capture.settings import CaptureSettings
@@ -148,6 +148,7 @@ def publish(client: redis.Redis, camera: str, seq: int, frame: np.ndarray, setti
     pipe.hincrby(names.progress(camera), "frames_published", 1)
     pipe.sadd(names.CAMERAS, camera)  # again with every frame: a Redis restarted without persistence forgot it
     pipe.execute()
+    metrics.CAPTURE_FRAMES.labels(camera).inc()
     return True
 
 
@@ -260,6 +261,7 @@ def run_capture(
             stop.set()
         except Exception:  # one broken source must not take the others down
             log.exception("%s: source %s failed", source.camera, source.kind)
+            metrics.CAPTURE_SOURCE_ERRORS.labels(source.camera).inc()
             failed.append(source.camera)
 
     threads = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 
+from emostream import metrics
 from emostream.connection import RedisUnavailable, connect
 from emostream.lifecycle import stop_on_signals
 from emostream.settings import load
@@ -35,6 +36,11 @@ def main(argv: list[str]) -> int:
         client = connect(settings.redis_url)
     except RedisUnavailable as error:
         print(f"{PROG}: {error}", file=sys.stderr)
+        return 1
+    try:
+        metrics.serve(settings.metrics_port)
+    except OSError as error:
+        print(f"{PROG}: cannot serve metrics on port {settings.metrics_port}: {error}", file=sys.stderr)
         return 1
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     stop = stop_on_signals()

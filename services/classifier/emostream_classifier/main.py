@@ -11,7 +11,7 @@ import grpc
 import numpy as np
 import redis
 
-from emostream import names
+from emostream import metrics, names
 from emostream.connection import RedisUnavailable, connect
 from emostream.lifecycle import run_until_stopped, stop_on_signals
 from emostream.model_stats import record_served
@@ -81,6 +81,7 @@ def to_events(
                 model,
                 version,
                 face.score,
+                face.faces_in_frame,
             )
         )
     return events
@@ -118,9 +119,11 @@ class Classifier:
         """One Predict for the batch: an event per face, or the reason a face's scores are unusable."""
         faces = [message.value for message in batch]
         crops = np.stack([face.crop for face in faces])[..., None]
+        metrics.CLASSIFIER_BATCH_FACES.observe(len(faces))
         started = time.monotonic()
         try:
-            prediction = self.serving.predict(crops)
+            with metrics.CLASSIFIER_PREDICT_SECONDS.time():
+                prediction = self.serving.predict(crops)
         except ServingError:
             self.record(len(faces), started, None)
             raise
@@ -158,14 +161,18 @@ class Classifier:
         items = [
             Once(
                 names.seen("face", f"{m.value.identity}:{m.value.ts_capture_ms}"),
-                [Entry(names.EVENTS, encode_event(event), self.settings.events_maxlen)],
+                [Entry(names.SCORED, encode_event(event), self.settings.events_maxlen)],
                 names.progress(event.camera),
                 {"events": 1},
             )
             for m, event in zip(batch, events, strict=True)
         ]
-        published = sum(publish_once(self.client, items, self.settings.dedupe_ttl_s))
+        done = publish_once(self.client, items, self.settings.dedupe_ttl_s)
         self.consumer.ack(batch)
+        for event, new in zip(events, done, strict=True):
+            if new:
+                metrics.CLASSIFIER_EVENTS.labels(event.camera).inc()
+        published = sum(done)
         return published
 
     def step(self) -> None:
@@ -276,6 +283,12 @@ def main(argv: list[str]) -> int:
     ) as serving:
         shadow = make_shadow(settings, client)
         classifier = Classifier(settings, client, serving, log, stop, shadow)
+        try:
+            backlog = metrics.StreamBacklog(client, lambda: [names.FACES], names.CLASSIFIER_GROUP)
+            metrics.serve(settings.metrics_port, backlog)
+        except OSError as error:
+            log.error("cannot serve metrics on port %d: %s", settings.metrics_port, error)
+            return 1
         log.info("classifying faces via %s %s", settings.serving_target, serving.describe())
         run_until_stopped(stop, classifier.step, log)
         if shadow is not None:

@@ -8,7 +8,7 @@ import time
 
 import redis
 
-from emostream import names
+from emostream import metrics, names
 from emostream.connection import RedisUnavailable, connect
 from emostream.lifecycle import run_until_stopped, stop_on_signals
 from emostream.settings import load
@@ -133,6 +133,7 @@ class Detector:
             reason = f"frame claims camera {frame.camera!r} but came from {message.stream}"
             self.reject(message, camera, reason, "camera_mismatch")
             return
+        started = time.perf_counter()
         try:
             faces = self.faces(frame)
         except WireError as error:
@@ -153,6 +154,9 @@ class Detector:
         self.consumer.ack([message])
         self.meter.add("frames")
         self.meter.add("faces", len(faces))
+        metrics.DETECTOR_SECONDS.observe(time.perf_counter() - started)
+        metrics.DETECTOR_FRAMES.labels(frame.camera).inc()
+        metrics.DETECTOR_FACES.labels(frame.camera).inc(len(faces))
 
     def step(self) -> None:
         if self.classifiers_behind():
@@ -192,6 +196,12 @@ def main(argv: list[str]) -> int:
         refresh_tiles=settings.refresh_tiles,
     )
     detector = Detector(settings, client, finder, log)
+    try:
+        backlog = metrics.StreamBacklog(client, lambda: frame_streams(client), names.DETECTOR_GROUP)
+        metrics.serve(settings.metrics_port, backlog)
+    except OSError as error:
+        log.error("cannot serve metrics on port %d: %s", settings.metrics_port, error)
+        return 1
     log.info(
         "detecting faces (range %s, faces from %d px) as consumer %r of group %r",
         settings.range,

@@ -9,6 +9,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from emostream import metrics
 from emostream.lifecycle import stop_on_signals
 from emostream.settings import load
 from emostream_modelserver.precision import Precision, PrecisionError, apply_precision
@@ -43,6 +44,13 @@ class ModelServerSettings(BaseSettings):
     )
     precision: Precision = Field(
         "auto", description="compute precision: auto is bfloat16 on CPUs with AVX512-BF16 or AMX, else float32"
+    )
+    metrics_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="serve Prometheus metrics on this port at /metrics (0: off)",
+        validation_alias="EMOSTREAM_METRICS_PORT",
     )
     log_level: str = Field(
         "INFO",
@@ -90,6 +98,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except ConfigError as error:  # as TF Serving: "Failed to start server. Error: <code>: <message>"
         print(f"emostream serve-model: {error.code.name}: {error.message}", file=sys.stderr)
+        return 1
+    try:
+        metrics.serve(settings.metrics_port)
+    except OSError as error:
+        print(f"emostream serve-model: cannot serve metrics on port {settings.metrics_port}: {error}", file=sys.stderr)
+        server.stop(0)
         return 1
     stop.wait()
     log.info("shutting down")

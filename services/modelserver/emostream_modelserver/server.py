@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from concurrent import futures
 from pathlib import Path
 from typing import Any, NoReturn
@@ -23,6 +24,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from emostream import metrics
 from emostream_modelserver.model_config import ConfigError, entries, read, single_model
 from emostream_modelserver.registry import ModelRegistry, RequestError
 from emostream_modelserver.versions import LoadedVersion, VersionManager
@@ -180,10 +182,18 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
     def Predict(
         self, request: predict_pb2.PredictRequest, context: grpc.ServicerContext
     ) -> predict_pb2.PredictResponse:
+        started, code = time.perf_counter(), "OK"
         try:
-            return self._predict(request)
+            response = self._predict(request)
+            images = request.inputs["image"].tensor_shape.dim[0].size
+            metrics.MODEL_FACES.labels(str(response.model_spec.version.value)).inc(images)
+            return response
         except RequestError as error:
+            code = error.code.name
             _abort(context, error)
+        finally:
+            metrics.MODEL_PREDICT_SECONDS.observe(time.perf_counter() - started)
+            metrics.MODEL_REQUESTS.labels("Predict", code).inc()
 
     def _predict(self, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
         # Resolve the version once: a swap or label move mid-request cannot mix two versions.
@@ -333,6 +343,14 @@ def _set_health(servicer: health.HealthServicer, serving: bool) -> None:
         servicer.set(service, status)
 
 
+def _on_change(servicer: health.HealthServicer, model_name: str, registry: ModelRegistry) -> None:
+    """Health, and the served version as a metric: the `stable` label's, else the newest loaded."""
+    _set_health(servicer, registry.serving())
+    manager = registry.models.get(model_name)
+    newest = manager.current.version if manager is not None and manager.current is not None else 0
+    metrics.MODEL_VERSION.labels(model_name).set(registry.labels.get(model_name, {}).get("stable", newest))
+
+
 def start_server(
     model_base: Path,
     model_name: str,
@@ -359,7 +377,7 @@ def start_server(
         poll_seconds,
         allow_labels_for_unavailable=allow_labels_for_unavailable,
         base_overrides={model_name: base_override} if base_override is not None else None,
-        on_change=lambda: _set_health(health_servicer, registry.serving()),
+        on_change=lambda: _on_change(health_servicer, model_name, registry),
     )
     if model_config_file is None:
         registry.apply(single_model(model_name, model_base))
