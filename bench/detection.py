@@ -109,7 +109,7 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=60)
     parser.add_argument("--ranges", nargs="+", choices=RANGES, default=list(RANGES))
     parser.add_argument("--min-face-px", type=int, default=48, help="smallest face far and auto look for")
-    parser.add_argument("--whole-frame", choices=("full", "short"), default="full", help="auto's whole-frame model")
+    parser.add_argument("--whole-frame", choices=("full", "short"), default="short", help="auto's whole-frame model")
     parser.add_argument("--min-score", type=float, default=0.5)
     parser.add_argument("--new-face-score", type=float, default=0.6)
     args = parser.parse_args()

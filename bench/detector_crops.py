@@ -58,7 +58,7 @@ def main() -> int:
         min_score=settings.min_score,
         margin=settings.margin,
         min_face_px=settings.min_face_px,
-        refresh_tiles=settings.refresh_tiles,
+        refresh_frames=settings.refresh_frames,
     )
     if args.out.exists():
         shutil.rmtree(args.out)

@@ -12,6 +12,7 @@ from emostream_detector.blazeface import FULL_RANGE, SHORT_RANGE, BlazeFace, Lay
 from emostream_detector.detection import RANGES, FaceFinder, NearSearch
 from emostream_detector.model_file import FAR, NEAR
 from emostream_detector.settings import DetectorSettings
+from emostream_detector.search import explains, region_tiles
 from emostream_detector.tiling import cover, face_levels, levels, whole
 
 from emostream.demo import astronaut_bgr
@@ -173,7 +174,7 @@ def test_a_still_face_is_carried_without_model_calls_and_a_moved_one_is_found_ag
     detector_models: dict[object, Path], far_canvas: tuple[np.ndarray, float]
 ) -> None:
     canvas, _ = far_canvas
-    finder = FaceFinder(detector_models[NEAR], detector_range="far", refresh_tiles=0)
+    finder = FaceFinder(detector_models[NEAR], detector_range="far", refresh_frames=0)
     first = [d.box for d in finder.find(canvas, "lobby")]
     calls = finder.model_calls
     assert calls > 50  # a camera's first frame searches every tile
@@ -196,11 +197,62 @@ def test_a_face_that_appears_is_found_in_the_frame_it_appears(
     detector_models: dict[object, Path], far_canvas: tuple[np.ndarray, float]
 ) -> None:
     canvas, _ = far_canvas
-    finder = FaceFinder(detector_models[NEAR], detector_range="auto", refresh_tiles=0)
+    finder = FaceFinder(detector_models[NEAR], detector_range="auto", refresh_frames=0)
     empty = np.full_like(canvas, 200)
     assert finder.find(empty, "door") == []
     assert len(finder.find(canvas, "door")) >= 1  # found through the region that changed
     assert finder.find(empty, "door") == []  # and forgotten when it leaves
+
+
+
+def test_auto_makes_no_model_call_on_a_frame_where_nothing_changed(
+    detector_models: dict[object, Path], far_canvas: tuple[np.ndarray, float]
+) -> None:
+    canvas, _ = far_canvas
+    finder = FaceFinder(detector_models[NEAR], detector_range="auto", refresh_frames=0)
+    first = [d.box for d in finder.find(canvas, "desk")]
+    calls = finder.model_calls
+    assert [d.box for d in finder.find(canvas.copy(), "desk")] == first
+    assert finder.model_calls == calls  # not even the whole-frame pass: the frame shows what the last one did
+    finder.find(np.roll(canvas, 8, axis=1), "desk")
+    assert finder.model_calls > calls
+
+
+def test_a_changed_region_stops_at_the_largest_face_size_that_explains_it(
+    detector_models: dict[object, Path], astronaut_face: np.ndarray
+) -> None:
+    x0, y0, x1, y1 = astronaut_face.round().astype(int)
+    pad = (x1 - x0) // 4
+    face = cv2.resize(astronaut_bgr()[y0 - pad : y1 + pad, x0 - pad : x1 + pad], None, fx=1.6, fy=1.6)
+    empty = np.full((480, 640, 3), 200, np.uint8)
+    canvas = empty.copy()
+    canvas[100 : 100 + face.shape[0], 200 : 200 + face.shape[1]] = face  # only the face and its margin change
+    finder = FaceFinder(detector_models[NEAR], detector_range="far", refresh_frames=0)
+    finder.find(empty, "hall")
+    calls = finder.model_calls
+    every_size = sum(len(tiles) for tiles in region_tiles((200, 100, *face.shape[1::-1]), face_levels(640, 480, 48)))
+    faces = finder.find(canvas, "hall")
+    assert len(faces) == 1 and faces[0].box.w > 120
+    assert finder.model_calls - calls < every_size / 2  # the smaller face sizes were not searched
+
+
+def test_region_tiles_come_largest_face_first_and_a_face_explains_a_change_inside_its_window() -> None:
+    scales = face_levels(1280, 720, 48)
+    sides = [tiles[0].side for tiles in region_tiles((100, 100, 300, 300), scales)]
+    assert sides == sorted(sides, reverse=True) and len(sides) > 1
+    face = np.array([200, 200, 300, 300, 0.9], np.float32)  # window 250 px around it: 125..375
+    assert explains(face, (150, 150, 200, 200)) and not explains(face, (100, 150, 200, 200))
+
+
+def test_the_grid_is_searched_once_every_refresh_frames_at_any_frame_size(detector_models: dict[object, Path]) -> None:
+    for width, height in ((640, 480), (1280, 720)):
+        empty = np.full((height, width, 3), 200, np.uint8)
+        finder = FaceFinder(detector_models[NEAR], detector_range="far", refresh_frames=30)
+        finder.find(empty, "hall")  # first frame: every tile
+        calls = finder.model_calls
+        for _ in range(30):
+            finder.find(empty, "hall")
+        assert finder.model_calls - calls == len(levels(width, height, 48))
 
 
 # DETECTOR_RANGE

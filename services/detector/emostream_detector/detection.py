@@ -77,7 +77,7 @@ class FaceFinder:
         new_face_score: float = 0.6,
         margin: float = 0.25,
         min_face_px: int = 48,
-        refresh_tiles: float = 0.5,
+        refresh_frames: int = 300,
     ) -> None:
         self._search: NearSearch | TiledSearch
         if detector_range == "near":
@@ -92,7 +92,7 @@ class FaceFinder:
                 whole_frame=whole_frame,
                 min_score=min_score,
                 min_face_px=min_face_px,
-                refresh_tiles=refresh_tiles,
+                refresh_frames=refresh_frames,
                 new_face_score=new_face_score,
             )
         self.margin = margin

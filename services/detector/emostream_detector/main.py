@@ -193,7 +193,7 @@ def main(argv: list[str]) -> int:
         min_score=settings.min_score,
         margin=settings.margin,
         min_face_px=settings.min_face_px,
-        refresh_tiles=settings.refresh_tiles,
+        refresh_frames=settings.refresh_frames,
     )
     detector = Detector(settings, client, finder, log)
     try:

@@ -2,11 +2,12 @@
 
 A full search of a 1280x720 frame at every face scale takes about a hundred model calls, several
 times the budget of one camera at 30 fps on one core. Video is coherent, so each frame searches:
-- the whole frame, letterboxed (auto only), for faces too large for the biggest tiles;
+- the whole frame, letterboxed (auto only), for faces too large for the biggest tiles, when anything
+  in it changed;
 - a window around every face of the camera's previous frame that the whole frame did not show and
   that moved; a face that did not move keeps its box for up to MAX_CARRY frames without a call;
 - tiles over each region where the picture changed since the previous frame, away from known faces,
-  at the face sizes the region can hold;
+  at the face sizes the region can hold, largest first, until a face found there explains the change;
 - a few tiles in turn, so that a face that sat still while unseen is still found within seconds.
 A camera's first frame, and any frame whose size changes, gets the full search.
 """
@@ -50,6 +51,14 @@ class CameraView:
 
 
 @dataclass(frozen=True)
+class Region:
+    """A changed part of the frame (x, y, w, h) and its tiles per face size, largest faces first."""
+
+    box: tuple[int, int, int, int]
+    levels: list[list[Tile]]
+
+
+@dataclass(frozen=True)
 class Plan:
     """What one frame searches after the whole-frame pass."""
 
@@ -57,11 +66,8 @@ class Plan:
     """Windows around known faces that moved, or were carried long enough."""
     carried: np.ndarray
     """Known faces that did not move: kept where they were, without a model call."""
-    moved: list[Tile]
+    moved: list[Region]
     refreshed: list[Tile]
-
-    def windows(self) -> list[Tile]:
-        return [*self.tracked, *self.moved, *self.refreshed]
 
 
 class TiledSearch:
@@ -74,14 +80,14 @@ class TiledSearch:
         whole_frame: BlazeFace | None,
         min_score: float,
         min_face_px: int,
-        refresh_tiles: float,
+        refresh_frames: int,
         new_face_score: float,
     ):
         self._model = model
         self._whole_model = whole_frame
         self.min_score = min_score
         self.min_face_px = min_face_px
-        self.refresh_tiles = refresh_tiles
+        self.refresh_frames = refresh_frames
         self.new_face_score = max(min_score, new_face_score)
         self._views: OrderedDict[str, CameraView] = OrderedDict()
         self._tiles: dict[tuple[int, int], list[Tile]] = {}
@@ -98,10 +104,15 @@ class TiledSearch:
         """
         height, width = grey.shape
         view = self._view(camera)
-        found = [self._search(bgr, whole(width, height), self._whole_model)] if self._whole_model else []
+        mask = self._motion(grey, view)
+        found = []
+        if self._whole_model and (mask is None or mask.any()):  # an unchanged frame shows what the last one did
+            found.append(self._search(bgr, whole(width, height), self._whole_model))
         seen = np.concatenate(found) if found else NO_FACES
-        plan = self.plan(grey, view, seen)
-        found += [self._search(bgr, window) for window in plan.windows()]
+        plan = self.plan(width, height, view, seen, mask)
+        found += [self._search(bgr, window) for window in plan.tracked]
+        found += [rows for region in plan.moved for rows in self._search_region(bgr, region)]
+        found += [self._search(bgr, window) for window in plan.refreshed]
         fresh = weighted_nms(np.concatenate(found)) if found else NO_FACES
         fresh = fresh[[overlaps(row, view.faces) or self._confirmed(bgr, row) for row in fresh]]
         fresh = fresh[[not below_a_larger_face(row, fresh) for row in fresh]]
@@ -110,30 +121,56 @@ class TiledSearch:
         view.ages = np.concatenate([np.zeros(len(fresh), np.int64), carried[:, 5].astype(np.int64) + 1])
         return view.faces
 
-    def plan(self, grey: np.ndarray, view: CameraView, seen: np.ndarray) -> Plan:
-        """Known faces that the whole-frame pass (`seen`) lacks: carried when still, else a window each;
-        tiles over changed regions away from all of them; the next tiles in turn. A camera's first frame,
-        or a new frame size, searches every tile."""
+    def _motion(self, grey: np.ndarray, view: CameraView) -> np.ndarray | None:
+        """Where the frame changed since the camera's previous one, at 1/MOTION_SCALE (None: no previous frame)."""
         height, width = grey.shape
-        tiles = self._tiles.setdefault((width, height), levels(width, height, self.min_face_px))
         shrunk = (max(1, width // MOTION_SCALE), max(1, height // MOTION_SCALE))
         small = cv2.resize(grey, shrunk, interpolation=cv2.INTER_AREA)
         before, view.small = view.small, small
         if before is None or before.shape != small.shape:
-            return Plan([], NO_CARRIED, tiles, [])
-        mask = (cv2.absdiff(small, before) > MOTION_LEVEL).astype(np.uint8)
+            return None
+        return (cv2.absdiff(small, before) > MOTION_LEVEL).astype(np.uint8)
+
+    def plan(self, width: int, height: int, view: CameraView, seen: np.ndarray, mask: np.ndarray | None) -> Plan:
+        """Known faces that the whole-frame pass (`seen`) lacks: carried when still, else a window each;
+        tiles over changed regions away from all of them; the next tiles in turn. A camera's first frame,
+        or a new frame size (no `mask`), searches every tile."""
+        size = (width, height)
+        if size not in self._tiles:
+            self._levels[size] = face_levels(width, height, self.min_face_px)
+            self._tiles[size] = levels(width, height, self.min_face_px)
+        tiles = self._tiles[size]
+        if mask is None:
+            return Plan([], NO_CARRIED, [], tiles)
         unseen = [i for i, face in enumerate(view.faces) if not overlaps(face, seen)]
         still = [i for i in unseen if view.ages[i] < MAX_CARRY and not moved_in(mask, view.faces[i])]
         carried = np.column_stack([view.faces[still], view.ages[still]]) if still else NO_CARRIED
         tracked = [around(view.faces[i], TRACK_SHARE) for i in unseen if i not in still]
         known = [*tracked, *(around(face, TRACK_SHARE) for face in (*seen, *view.faces[still]))]
-        scales = self._levels.setdefault((width, height), face_levels(width, height, self.min_face_px))
-        moved = [tile for region in changed(mask, known) for tile in region_tiles(region, scales)]
+        moved = [Region(region, region_tiles(region, self._levels[size])) for region in changed(mask, known)]
         return Plan(tracked, carried, moved, self._next(tiles, view))
 
+    def _search_region(self, bgr: np.ndarray, region: Region) -> list[np.ndarray]:
+        """A changed region's tiles, largest face size first, until a sure face explains the change.
+
+        A face that appeared or moved changes the picture around itself; once one is found whose
+        window holds the whole region, smaller faces there would be inside it.
+        """
+        found: list[np.ndarray] = []
+        for tiles in region.levels:
+            found += [self._search(bgr, tile) for tile in tiles]
+            if any(explains(row, region.box) for rows in found for row in rows if row[4] >= SURE_SCORE):
+                break
+        return found
+
     def _next(self, tiles: list[Tile], view: CameraView) -> list[Tile]:
-        """The next tiles in turn: `refresh_tiles` a frame on average (a fraction means every few frames)."""
-        start, view.refresh = int(view.refresh), view.refresh + self.refresh_tiles
+        """The next tiles in turn, so that the whole grid is searched once every `refresh_frames` frames.
+
+        A sweep takes the same time at any frame size: a 640x480 grid costs a third of a 1280x720 one.
+        """
+        if not self.refresh_frames:
+            return []
+        start, view.refresh = int(view.refresh), view.refresh + len(tiles) / self.refresh_frames
         return [tiles[i % len(tiles)] for i in range(start, int(view.refresh))]
 
     def _confirmed(self, bgr: np.ndarray, face: np.ndarray) -> bool:
@@ -201,16 +238,23 @@ def changed(mask: np.ndarray, known: list[Tile]) -> list[tuple[int, int, int, in
     ]
 
 
-def region_tiles(region: tuple[int, int, int, int], scales: list[Level]) -> list[Tile]:
-    """Tiles over a changed region at each face size it can hold, widened so a face at its edge is whole."""
+def region_tiles(region: tuple[int, int, int, int], scales: list[Level]) -> list[list[Tile]]:
+    """Tiles over a changed region per face size it can hold, largest first, widened so a face at its edge is whole."""
     x, y, w, h = region
-    tiles: list[Tile] = []
+    found: list[list[Tile]] = []
     for level in scales:
         if level.face > max(w, h) * (1 + 2 * MOTION_MARGIN):
             break
         grow = round(level.face * MOTION_MARGIN)
-        tiles += cover_region(x - grow, y - grow, w + 2 * grow, h + 2 * grow, level)
-    return tiles
+        found.append(cover_region(x - grow, y - grow, w + 2 * grow, h + 2 * grow, level))
+    return found[::-1]
+
+
+def explains(face: np.ndarray, region: tuple[int, int, int, int]) -> bool:
+    """Whether a changed region lies inside the window a face is tracked in (the change is that face)."""
+    window = around(face, TRACK_SHARE)
+    x, y, w, h = region
+    return window.x <= x and window.y <= y and x + w <= window.x + window.side and y + h <= window.y + window.side
 
 
 def cut_by_edge(rows: np.ndarray, window: Tile, width: int, height: int) -> np.ndarray:

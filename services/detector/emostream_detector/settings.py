@@ -29,8 +29,12 @@ class DetectorSettings(CommonSettings):
         "far: faces down to --min-face-px (a room), tiles and known faces; auto: both",
     )
     min_face_px: int = Field(48, ge=16, le=4096, description="smallest face side (pixels) that far and auto look for")
-    refresh_tiles: float = Field(
-        0.5, ge=0.0, le=64.0, description="tiles searched in turn per frame, so still faces are found (far, auto)"
+    refresh_frames: int = Field(
+        300,
+        ge=0,
+        le=100_000,
+        description="every grid tile is searched once in this many frames, so a face that appeared without "
+        "moving is still found (far, auto; 0: never)",
     )
     whole_frame_model: Literal["short", "full"] = Field(
         "short", description="auto's whole-frame pass: the short-range model, or the full-range one"
