@@ -112,7 +112,14 @@ def predict_inputs(
 
 
 def predict_in_chunks(loaded: LoadedVersion, image: np.ndarray, chunk: int = COMPUTE_CHUNK) -> dict[str, np.ndarray]:
-    """The model's outputs for `image`, computed `chunk` items at a time so memory stays bounded."""
+    """The model's outputs for `image`, computed `chunk` items at a time so memory stays bounded.
+
+    An empty batch is answered with empty outputs of the model's own shapes and types, as TF Serving
+    answers it; the model itself runs on one blank item, since graphs rewritten for bfloat16 (and some
+    kernels) fail on zero-sized tensors.
+    """
+    if not len(image):
+        return {name: value[:0] for name, value in loaded.predict(np.zeros((1, *image.shape[1:]), image.dtype)).items()}
     if len(image) <= chunk:
         return loaded.predict(image)
     parts = [loaded.predict(image[start : start + chunk]) for start in range(0, len(image), chunk)]
