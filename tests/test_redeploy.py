@@ -25,9 +25,10 @@ from emostream_classifier.settings import ClassifierSettings
 from emostream_classifier.tf_serving import ServingClient
 from emostream_modelserver.server import RunningServer, start_server
 from emostream_trainer import deploy_command
-from emostream_trainer.export import save_serving_function, write_version
+from emostream_trainer.export import save_serving_function
 from emostream_trainer.serving_config import Roles, read_roles, write_roles
 
+from emostream import model_repository as repository
 from emostream import names, wire
 from emostream.lifecycle import run_until_stopped
 from emostream.model_stats import read_served, shadow_key, shadow_report
@@ -313,12 +314,12 @@ def export_failing_version(base: Path, version: int) -> Path:
             probabilities = member.signatures["serving_default"](image=image)["probabilities"]
         return {"probabilities": tf.identity(probabilities)}
 
-    return write_version(
-        lambda target: save_serving_function(serve.get_concrete_function(), target),
-        LABELS,
+    return repository.publish(
         base,
-        {"labels": list(LABELS), "source": "injected failure"},
-        version,
+        lambda target: save_serving_function(serve.get_concrete_function(), target),
+        labels=LABELS,
+        card={"labels": list(LABELS), "source": "injected failure"},
+        version=version,
     )
 
 

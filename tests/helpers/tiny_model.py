@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import os
 import shutil
 import tempfile
 import threading
@@ -11,6 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from emostream import model_repository as repository
 
 if TYPE_CHECKING:
     import keras
@@ -106,12 +107,4 @@ def export_tiny_version(base: Path, version: int, labels: tuple[str, ...] = ("ha
         if labels not in _exported:
             _exported[labels] = _export_once(labels)
         source = _exported[labels]
-    base.mkdir(parents=True, exist_ok=True)
-    final = base / str(version)
-    if final.exists():
-        raise FileExistsError(f"{final} already exists")
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=base))
-    shutil.copytree(source, staging, dirs_exist_ok=True)
-    os.chmod(staging, 0o755)
-    staging.rename(final)
-    return final
+    return repository.publish(base, repository.copy_from(source), version=version)

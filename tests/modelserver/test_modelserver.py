@@ -34,6 +34,7 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
+from emostream.model_repository import ModelRepositoryError
 from tests.conftest import free_port
 from tests.helpers.tiny_model import export_tiny_version, synthetic_faces
 from tests.modelserver.conftest import LABELS, MODEL_NAME, POLL_SECONDS
@@ -116,7 +117,7 @@ def test_predict_returns_probabilities_for_each_crop_and_labels_read_back(
 
 
 def test_read_labels_names_the_missing_file(model_base: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"version 9.*labels\.txt"):
+    with pytest.raises(ModelRepositoryError, match=r"9/assets/labels\.txt: missing"):
         read_labels(model_base, 9)
 
 

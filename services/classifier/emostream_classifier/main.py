@@ -14,6 +14,7 @@ import redis
 from emostream import metrics, names
 from emostream.connection import RedisUnavailable, connect
 from emostream.lifecycle import run_until_stopped, stop_on_signals
+from emostream.model_repository import ModelRepositoryError
 from emostream.model_stats import record_served
 from emostream.settings import load
 from emostream.streams import Consumer, Entry, Message, Once, publish_once
@@ -132,7 +133,7 @@ class Classifier:
             raise ContractError(f"Predict response names model version {prediction.model_version}")
         try:
             labels = read_labels(self.settings.model_base, prediction.model_version)
-        except (OSError, ValueError) as error:  # missing or empty labels.txt for the version that answered
+        except ModelRepositoryError as error:  # missing or empty labels.txt for the version that answered
             raise ContractError(str(error)) from error
         probabilities = np.asarray(prediction.probabilities)
         if probabilities.ndim != 2 or len(probabilities) != len(faces):

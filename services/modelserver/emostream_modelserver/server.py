@@ -25,6 +25,7 @@ from tensorflow_serving.apis import (
 )
 
 from emostream import metrics
+from emostream.model_repository import INPUT_KEY, SIGNATURE_NAME
 from emostream_modelserver.model_config import ConfigError, entries, read, single_model
 from emostream_modelserver.registry import ModelRegistry, RequestError
 from emostream_modelserver.versions import LoadedVersion, VersionManager
@@ -55,11 +56,12 @@ def _spec(request: Any) -> model_pb2.ModelSpec:
 
 
 def _signature(loaded: LoadedVersion, name: str) -> meta_graph_pb2.SignatureDef:
-    key = name or "serving_default"
+    key = name or SIGNATURE_NAME
     if key not in loaded.signature_defs or key.startswith("__"):
         raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{key}" not found.')
-    if key != "serving_default":  # only serving_default is kept callable after loading
-        raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"signature '{key}' is not served; use serving_default")
+    if key != SIGNATURE_NAME:  # only serving_default is kept callable after loading
+        message = f"signature '{key}' is not served; use {SIGNATURE_NAME}"
+        raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, message)
     return loaded.signature_defs[key]
 
 
@@ -192,7 +194,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         started, code = time.perf_counter(), "OK"
         try:
             response = self._predict(request)
-            images = request.inputs["image"].tensor_shape.dim[0].size
+            images = request.inputs[INPUT_KEY].tensor_shape.dim[0].size
             metrics.MODEL_FACES.labels(str(response.model_spec.version.value)).inc(images)
             return response
         except RequestError as error:
@@ -209,13 +211,13 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         inputs = predict_inputs(request, sig, self.max_batch)
         wanted = output_names(request, sig)
         try:
-            outputs = predict_in_chunks(loaded, inputs["image"])
+            outputs = predict_in_chunks(loaded, inputs[INPUT_KEY])
         except tf.errors.OpError as error:  # TF Serving answers with the session's own status code
             raise RequestError(
                 _grpc_code(error), f"model version {loaded.version} failed: {_op_message(error)}"
             ) from error
         response = predict_pb2.PredictResponse()
-        _fill_spec(response.model_spec, name, loaded.version, request.model_spec.signature_name or "serving_default")
+        _fill_spec(response.model_spec, name, loaded.version, request.model_spec.signature_name or SIGNATURE_NAME)
         for output in wanted:
             response.outputs[output].CopyFrom(as_proto_field(outputs[output]))
         return response
