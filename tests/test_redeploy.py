@@ -31,7 +31,8 @@ from emostream_trainer.serving_config import Roles, read_roles, write_roles
 from emostream import model_repository as repository
 from emostream import names, wire
 from emostream.lifecycle import run_until_stopped
-from emostream.model_stats import read_served, shadow_key, shadow_report
+from emostream.model_stats import read_served, shadow_report
+from emostream.names import shadow_key
 from tests.helpers.tiny_model import export_tiny_version, synthetic_faces
 
 MODEL_NAME = "emotion"
@@ -158,17 +159,17 @@ class Feeder:
             kind = seq % len(LABELS)
             crop = self.pool[kind][(seq // len(LABELS)) % 16, ..., 0]
             face = wire.Face(
-                CAMERA,
-                seq,
-                int(time.time() * 1000),
-                0,
-                1,
-                wire.Box(10, 10, 48, 48),
-                0.9,
-                np.ascontiguousarray(crop),
-                int(time.time() * 1000),
-                640,
-                480,
+                camera=CAMERA,
+                frame_seq=seq,
+                ts_capture_ms=int(time.time() * 1000),
+                face_index=0,
+                faces_in_frame=1,
+                box=wire.Box(10, 10, 48, 48),
+                score=0.9,
+                crop=np.ascontiguousarray(crop),
+                ts_detect_ms=int(time.time() * 1000),
+                frame_width=640,
+                frame_height=480,
             )
             self.client.xadd(names.FACES, wire.encode_face(face), maxlen=100_000)
             self.fed[seq] = kind

@@ -25,7 +25,8 @@ from emostream_classifier.tf_serving import ServingClient
 from emostream_modelserver.server import RunningServer, start_server
 from emostream_trainer.deploy_command import main as deploy_main
 
-from emostream.model_stats import read_served, shadow_key, shadow_report
+from emostream.model_stats import read_served, shadow_report
+from emostream.names import shadow_key
 from tests.classifier.faces import classifier_caught_up, expected_label, make_faces, put_faces, read_events
 from tests.conftest import LABELS, MODEL_NAME, wait_for
 from tests.helpers.tiny_model import export_tiny_version

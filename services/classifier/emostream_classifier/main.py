@@ -16,8 +16,9 @@ from emostream.connection import RedisUnavailable, connect
 from emostream.lifecycle import run_until_stopped, stop_on_signals
 from emostream.model_repository import ModelRepositoryError
 from emostream.model_stats import record_served
+from emostream.names import Progress
 from emostream.settings import load
-from emostream.streams import Consumer, Entry, Message, Once, publish_once
+from emostream.streams import Consumer, Message, Once, Publisher, publish_once
 from emostream.telemetry import Meter, setup_logging
 from emostream.wire import EmotionEvent, Face, decode_face, encode_event
 from emostream_classifier.batching import collect
@@ -70,19 +71,19 @@ def to_events(
         best = int(np.argmax(row))
         events.append(
             EmotionEvent(
-                face.camera,
-                face.frame_seq,
-                face.face_index,
-                face.ts_capture_ms,
-                now,
-                face.box,
-                labels[best],
-                float(row[best]),
-                {label: float(p) for label, p in zip(labels, row, strict=True)},
-                model,
-                version,
-                face.score,
-                face.faces_in_frame,
+                camera=face.camera,
+                frame_seq=face.frame_seq,
+                face_index=face.face_index,
+                ts_capture_ms=face.ts_capture_ms,
+                ts_event_ms=now,
+                box=face.box,
+                label=labels[best],
+                score=float(row[best]),
+                scores={label: float(p) for label, p in zip(labels, row, strict=True)},
+                model=model,
+                model_version=version,
+                detector_score=face.score,
+                faces_in_frame=face.faces_in_frame,
             )
         )
     return events
@@ -114,6 +115,7 @@ class Classifier:
             lambda: [names.FACES],
             claim_idle_ms=settings.claim_idle_ms,
         )
+        self.scored: Publisher[EmotionEvent] = Publisher(names.SCORED, encode_event, settings.events_maxlen)
         self.meter = Meter(client, "classifier", settings.consumer, log)
 
     def classify(self, batch: list[Message[Face]]) -> list[EmotionEvent | str]:
@@ -161,10 +163,10 @@ class Classifier:
             return 0
         items = [
             Once(
-                names.seen("face", f"{m.value.identity}:{m.value.ts_capture_ms}"),
-                [Entry(names.SCORED, encode_event(event), self.settings.events_maxlen)],
-                names.progress(event.camera),
-                {"events": 1},
+                marker=names.seen("face", f"{m.value.identity}:{m.value.ts_capture_ms}"),
+                entries=[self.scored.entry(event)],
+                counters_key=names.progress(event.camera),
+                counters={Progress.EVENTS: 1},
             )
             for m, event in zip(batch, events, strict=True)
         ]
@@ -214,7 +216,7 @@ class Classifier:
     def reject(self, messages: list[Message[Face]], reason: str, kind: str) -> None:
         for message in messages:
             self.consumer.dead_letter(message.stream, message.id, {}, reason, kind)
-            self.client.hincrby(names.progress(message.value.camera), "faces_failed", 1)
+            self.client.hincrby(names.progress(message.value.camera), Progress.FACES_FAILED, 1)
         self.meter.add("dead_letters", len(messages))
 
     def classify_with_retry(self, batch: list[Message[Face]]) -> list[EmotionEvent | str] | None:

@@ -11,8 +11,9 @@ import redis
 from emostream import metrics, names
 from emostream.connection import RedisUnavailable, connect
 from emostream.lifecycle import run_until_stopped, stop_on_signals
+from emostream.names import Progress
 from emostream.settings import load
-from emostream.streams import Consumer, Entry, Message, Once, add_dead_letter, publish_once
+from emostream.streams import Consumer, Message, Once, Publisher, add_dead_letter, publish_once
 from emostream.telemetry import Meter, setup_logging
 from emostream.wire import Face, Frame, WireError, check_camera, decode_frame, encode_face
 from emostream_detector.detection import FaceFinder
@@ -92,6 +93,7 @@ class Detector:
             claim_idle_ms=settings.claim_idle_ms,
             on_bad_stream=self.bad_stream,
         )
+        self.faces_out: Publisher[Face] = Publisher(names.FACES, encode_face, settings.stream_maxlen)
         self.meter = Meter(client, "detector", settings.consumer, log)
 
     def bad_stream(self, stream: str, reason: str) -> None:
@@ -106,24 +108,24 @@ class Detector:
         now = int(time.time() * 1000)
         return [
             Face(
-                frame.camera,
-                frame.seq,
-                frame.ts_capture_ms,
-                index,
-                len(detections),
-                d.box,
-                d.score,
-                d.crop,
-                now,
-                width,
-                height,
+                camera=frame.camera,
+                frame_seq=frame.seq,
+                ts_capture_ms=frame.ts_capture_ms,
+                face_index=index,
+                faces_in_frame=len(detections),
+                box=d.box,
+                score=d.score,
+                crop=d.crop,
+                ts_detect_ms=now,
+                frame_width=width,
+                frame_height=height,
             )
             for index, d in enumerate(detections)
         ]
 
     def reject(self, message: Message[Frame], camera: str, reason: str, kind: str) -> None:
         self.consumer.dead_letter(message.stream, message.id, {b"camera": camera.encode()}, reason, kind)
-        self.client.hincrby(names.progress(camera), "frames_failed", 1)  # so `up --once` still ends
+        self.client.hincrby(names.progress(camera), Progress.FRAMES_FAILED, 1)  # so `up --once` still ends
         self.meter.add("dead_letters")
 
     def handle(self, message: Message[Frame]) -> None:
@@ -145,10 +147,10 @@ class Detector:
             self.reject(message, frame.camera, reason, "detection_failed")
             return
         once = Once(
-            names.seen("frame", f"{frame.camera}:{frame.seq}:{frame.ts_capture_ms}"),
-            [Entry(names.FACES, encode_face(face), self.settings.stream_maxlen) for face in faces],
-            names.progress(frame.camera),
-            {"frames_detected": 1, "faces_detected": len(faces)},
+            marker=names.seen("frame", f"{frame.camera}:{frame.seq}:{frame.ts_capture_ms}"),
+            entries=[self.faces_out.entry(face) for face in faces],
+            counters_key=names.progress(frame.camera),
+            counters={Progress.FRAMES_DETECTED: 1, Progress.FACES_DETECTED: len(faces)},
         )
         publish_once(self.client, [once], self.settings.dedupe_ttl_s)
         self.consumer.ack([message])

@@ -17,8 +17,9 @@ import redis
 from emostream import metrics, names
 from emostream.connection import RedisUnavailable, connect
 from emostream.lifecycle import run_until_stopped, stop_on_signals
+from emostream.names import Progress
 from emostream.settings import load
-from emostream.streams import Consumer, Entry, Message, Once, publish_once
+from emostream.streams import Consumer, Message, Once, Publisher, publish_once
 from emostream.telemetry import Meter, setup_logging
 from emostream.wire import EmotionEvent, decode_event, encode_event
 from emostream_tracker.ordering import FrameOrder
@@ -51,6 +52,8 @@ class Tracker:
             lambda: [names.SCORED],
             claim_idle_ms=settings.claim_idle_ms,
         )
+        self.events: Publisher[EmotionEvent] = Publisher(names.EVENTS, encode_event, settings.events_maxlen)
+        self.tracks: Publisher[TrackEntry] = Publisher(names.TRACKS, TrackEntry.fields, settings.tracks_maxlen)
         self.meter = Meter(client, "tracker", settings.consumer, log)
 
     def camera(self, camera: str) -> CameraState:
@@ -99,7 +102,7 @@ class Tracker:
         self.meter.tick()
 
     def frames_detected(self, camera: str) -> int:
-        return int(self.client.hget(names.progress(camera), "frames_detected") or 0)
+        return int(self.client.hget(names.progress(camera), Progress.FRAMES_DETECTED) or 0)
 
     def gone(self, camera: str, state: CameraState, now_ms: float) -> bool:
         """No face for a while: the detector went on through more frames than a track may miss, none
@@ -123,12 +126,19 @@ class Tracker:
         # ts_event_ms is when the user-facing event is published, so latency figures include tracking.
         events = [replace(event, ts_event_ms=now_ms) for event in events]
         for index, (message, event) in enumerate(zip(messages, events, strict=True)):
-            outputs = [Entry(names.EVENTS, encode_event(event), s.events_maxlen)]
+            outputs = [self.events.entry(event)]
             if index == 0:
-                outputs += [Entry(names.TRACKS, entry.fields(), s.tracks_maxlen) for entry in entries]
+                outputs += [self.tracks.entry(entry) for entry in entries]
             face = message.value
             marker = names.seen("tracked", f"{face.camera}:{face.frame_seq}:{face.face_index}:{face.ts_capture_ms}")
-            items.append(Once(marker, outputs, names.progress(face.camera), {"tracked": 1}))
+            items.append(
+                Once(
+                    marker=marker,
+                    entries=outputs,
+                    counters_key=names.progress(face.camera),
+                    counters={Progress.TRACKED: 1},
+                )
+            )
         published = publish_once(self.client, items, s.dedupe_ttl_s)
         self.consumer.ack(messages)
         now = time.time()
@@ -147,7 +157,7 @@ class Tracker:
             return
         pipe = self.client.pipeline()
         for entry in entries:
-            pipe.xadd(names.TRACKS, entry.fields(), maxlen=self.settings.tracks_maxlen, approximate=True)
+            self.tracks.add(pipe, entry)
             metrics.TRACKER_TRACKS.labels(entry.camera, entry.kind).inc()
         pipe.execute()
 

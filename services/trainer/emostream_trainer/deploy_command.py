@@ -295,7 +295,8 @@ def auto_rollback_after_watch(place: Place, promoted: int, previous: int, args: 
 def print_shadow(place: Place, redis_url: str, as_json: bool) -> int:
     import redis
 
-    from emostream.model_stats import latest_shadow_keys, shadow_key, shadow_report
+    from emostream.model_stats import latest_shadow_keys, shadow_report
+    from emostream.names import shadow_key
 
     client = redis.Redis.from_url(redis_url)
     try:
