@@ -77,12 +77,12 @@ def read_labels(folder: Path) -> tuple[str, ...]:
     try:
         text = path.read_text()
     except FileNotFoundError:
-        raise ModelRepositoryError(f"{path}: missing; the model contract puts the class labels there") from None
+        raise ModelRepositoryError(f"no labels for model version {folder.name}: {path} does not exist") from None
     except OSError as error:
-        raise ModelRepositoryError(f"{path}: unreadable: {error.strerror}") from None
+        raise ModelRepositoryError(f"no labels for model version {folder.name}: {path}: {error.strerror}") from None
     labels = tuple(line.strip() for line in text.splitlines() if line.strip())
     if not labels:
-        raise ModelRepositoryError(f"{path}: empty; the model contract puts the class labels there")
+        raise ModelRepositoryError(f"no labels for model version {folder.name}: {path} is empty")
     return labels
 
 
