@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import pytest
 import redis
-from emostream_classifier.main import Classifier, make_shadow
+from emostream_classifier.classifier import Classifier, make_shadow
 from emostream_classifier.settings import ClassifierSettings
 from emostream_classifier.tf_serving import ServingClient
 from emostream_modelserver.server import RunningServer, start_server

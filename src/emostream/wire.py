@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from emostream.errors import EmostreamError
 from emostream.v1 import messages_pb2 as pb
 
 CROP_SIZE = 48
@@ -22,7 +23,7 @@ MAX_JPEG_BYTES = 8 * 1024 * 1024
 MAX_FACES_PER_FRAME = 256
 
 
-class WireError(ValueError):
+class WireError(EmostreamError, ValueError):
     """A stream entry that cannot be decoded or breaks the contract; the message says which field.
 
     `kind` is a short stable name for the reason, used to count dead letters by reason.

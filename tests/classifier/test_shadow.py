@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from emostream_classifier.main import Classifier
+from emostream_classifier.classifier import Classifier
 from emostream_classifier.settings import ClassifierSettings
 from emostream_classifier.shadow import Shadow
 from emostream_classifier.tf_serving import ServingClient

@@ -16,7 +16,7 @@ import pytest
 import redis
 from emostream_detector import model_file
 from emostream_detector.detection import FaceFinder, clip_box, square_crop
-from emostream_detector.main import Detector
+from emostream_detector.detector import Detector
 from emostream_detector.settings import DetectorSettings
 
 from emostream import names, wire

@@ -19,6 +19,7 @@ import numpy as np
 import redis
 
 from emostream import metrics, names, wire
+from emostream.errors import EmostreamError
 from emostream.names import Progress
 from emostream.streams import Publisher
 from emostream.telemetry import Meter
@@ -53,7 +54,7 @@ def retrying(stop: threading.Event, call: Callable[[], R]) -> R:
             delay = min(delay * 2, RETRY_MAX_S)
 
 
-class EncodeError(ValueError):
+class EncodeError(EmostreamError, ValueError):
     """A frame that cannot be JPEG-encoded."""
 
 

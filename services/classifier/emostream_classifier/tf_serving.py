@@ -21,6 +21,7 @@ from tensorflow_serving.apis import (
 )
 
 from emostream import model_repository as repository
+from emostream.errors import EmostreamError
 from emostream.model_repository import INPUT_KEY, OUTPUT_KEY, SIGNATURE_NAME
 from emostream.model_repository import INPUT_SHAPE as CROP_SHAPE
 
@@ -36,7 +37,7 @@ _NUMPY_DTYPES: dict[int, np.dtype[Any]] = {
 }
 
 
-class ServingError(RuntimeError):
+class ServingError(EmostreamError, RuntimeError):
     """A TF Serving call failed; `code` is the gRPC status (None for a malformed response)."""
 
     def __init__(self, message: str, code: grpc.StatusCode | None = None, details: str = "") -> None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Literal
 
 from emostream.cpu import computes_bfloat16
+from emostream.errors import EmostreamError
 
 Precision = Literal["auto", "float32", "bfloat16"]
 
 
-class PrecisionError(ValueError):
+class PrecisionError(EmostreamError, ValueError):
     """bfloat16 asked for on a CPU without it: oneDNN cannot build its convolutions there."""
 
 

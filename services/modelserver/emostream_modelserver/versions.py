@@ -15,6 +15,7 @@ import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from emostream import model_repository as repository
+from emostream.errors import EmostreamError
 from emostream.model_repository import INPUT_DTYPE, INPUT_KEY, INPUT_SHAPE, OUTPUT_KEY, SAVED_MODEL_FILE, SIGNATURE_NAME
 
 log = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 MAX_RETRY_SECONDS = 60.0
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(EmostreamError, RuntimeError):
     """A version folder exists but is not a usable model for this server."""
 
 

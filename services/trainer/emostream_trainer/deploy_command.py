@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from emostream import model_repository as repository
+from emostream.errors import EmostreamError
 from emostream.model_repository import INPUT_SHAPE, ModelRepositoryError, numbered_versions
 from emostream.settings import DEFAULT_REDIS_URL, OneLineParser
 from emostream_trainer.serving_config import CANARY, STABLE, Roles, ServingConfigError, read_roles, write_roles
@@ -32,7 +33,7 @@ DEFAULT_CROPS = Path("runs/detector-crops")
 LOAD_TIMEOUT_S = 300.0
 
 
-class DeployError(RuntimeError):
+class DeployError(EmostreamError, RuntimeError):
     """A deploy step that would leave serving in a bad state; nothing was changed."""
 
 
