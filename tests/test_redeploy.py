@@ -34,6 +34,9 @@ from emostream.lifecycle import run_until_stopped
 from emostream.model_stats import read_served, shadow_report
 from emostream.names import shadow_key
 from tests.helpers.tiny_model import export_tiny_version, synthetic_faces
+from tests.helpers.waiting import wait_for
+
+pytestmark = pytest.mark.slow  # trains or serves real models for minutes
 
 MODEL_NAME = "emotion"
 LABELS = ("happy", "neutral", "fear")
@@ -182,15 +185,6 @@ class Feeder:
 
 def events(client: redis.Redis) -> list[wire.EmotionEvent]:
     return [wire.decode_event(fields) for _, fields in client.xrange(names.SCORED)]
-
-
-def wait_for(condition: object, timeout: float, what: str) -> float:
-    """Poll until condition() is true; return the time (ms since epoch) it was seen true."""
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out after {timeout:.0f}s waiting for {what}"
-        time.sleep(0.05)
-    return time.time() * 1000
 
 
 def now_ms() -> float:

@@ -26,7 +26,8 @@ from tests.classifier.faces import (
     put_faces,
     read_events,
 )
-from tests.conftest import LABELS, MODEL_NAME, wait_for
+from tests.conftest import LABELS, MODEL_NAME
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 

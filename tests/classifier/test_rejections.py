@@ -19,8 +19,9 @@ from emostream_modelserver.server import RunningServer, start_server
 
 from emostream import names
 from tests.classifier.faces import classifier_caught_up, make_faces, put_faces, read_events
-from tests.conftest import MODEL_NAME, wait_for
+from tests.conftest import MODEL_NAME
 from tests.helpers.poison_model import NAN_VALUE, REFUSED_VALUE, export_poison_version
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -22,7 +22,7 @@ from emostream_detector.settings import DetectorSettings
 from emostream import names, wire
 from emostream.demo import astronaut_bgr, demo_frames
 from emostream.wire import Box, Frame
-from tests.conftest import wait_for
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 CAMERA = "cam"

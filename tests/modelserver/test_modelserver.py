@@ -35,19 +35,11 @@ from tensorflow_serving.apis import (
 )
 
 from emostream.model_repository import ModelRepositoryError
-from tests.conftest import free_port
 from tests.helpers.tiny_model import export_tiny_version, synthetic_faces
+from tests.helpers.waiting import free_port, wait_for
 from tests.modelserver.conftest import LABELS, MODEL_NAME, POLL_SECONDS
 
 SWITCH_TIMEOUT = 20.0  # generous: the test machine is small and busy
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from emostream_trainer.deploy_command import DeployError, Place, add_candidate, 
 from emostream_trainer.serving_config import read_roles
 
 from emostream.model_repository import ModelRepositoryError
-from tests.conftest import free_port
 from tests.helpers.tiny_model import export_tiny_version, synthetic_faces
+from tests.helpers.waiting import free_port
 
 LABELS = ("happy", "neutral", "fear")
 

@@ -18,7 +18,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from emostream import names, wire
-from tests.conftest import free_port, wait_for
+from tests.helpers.waiting import free_port, wait_for
 
 
 @pytest.fixture

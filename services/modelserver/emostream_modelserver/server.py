@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
 from typing import Any, NoReturn
@@ -28,7 +29,7 @@ from emostream import metrics
 from emostream.model_repository import INPUT_KEY, SIGNATURE_NAME
 from emostream_modelserver.model_config import ConfigError, entries, read, single_model
 from emostream_modelserver.registry import ModelRegistry, RequestError
-from emostream_modelserver.versions import LoadedVersion, VersionManager
+from emostream_modelserver.versions import LoadedVersion, VersionManager, load_version
 
 log = logging.getLogger(__name__)
 
@@ -373,9 +374,11 @@ def start_server(
     allow_labels_for_unavailable: bool = False,
     base_override: Path | None = None,
     max_batch: int = MAX_BATCH,
+    loader: Callable[[Path, int], LoadedVersion] = load_version,
 ) -> RunningServer:
     """Bind `host:port` (0 picks a free port) and serve `model_base` as `model_name`, or the models
     of a TF Serving model config file (`model_name` then names the one `versions` reports on).
+    `loader` loads one version folder (tests pass a wrapper around `load_version`).
 
     Returns at once; versions load in the background and health reports NOT_SERVING until every
     model has one. ConfigError if the config file is unusable, as TF Serving fails to start then.
@@ -384,6 +387,7 @@ def start_server(
     _set_health(health_servicer, serving=False)
     registry = ModelRegistry(
         poll_seconds,
+        loader=loader,
         allow_labels_for_unavailable=allow_labels_for_unavailable,
         base_overrides={model_name: base_override} if base_override is not None else None,
         on_change=lambda: _on_change(health_servicer, model_name, registry),

@@ -8,9 +8,10 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from emostream.settings import OneLineParser
 from emostream_trainer.dataset import (
@@ -139,7 +140,8 @@ def recipe_of(args: argparse.Namespace, serve: tuple[str, ...]) -> Recipe:
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, callbacks: Sequence[Any] = ()) -> int:
+    """Train, evaluate and export as `args` say; `callbacks` (Keras callbacks) join the training loop."""
     from emostream_trainer.export import export_version, serving_copy
     from emostream_trainer.training import predict_served, serve_indices, train
 
@@ -159,7 +161,9 @@ def run(args: argparse.Namespace) -> int:
     recipe = recipe_of(args, serve)
     started = time.time()
     verbose = 0 if args.quiet else 1
-    model = train(train_data, validation, recipe, args.run_dir, verbose=verbose, soft_targets=soft_targets)
+    model = train(
+        train_data, validation, recipe, args.run_dir, verbose=verbose, soft_targets=soft_targets, callbacks=callbacks
+    )
     indices = serve_indices(trained, serve)
     served = [i for i, t in enumerate(validation.targets) if int(t) in indices]
     predicted = predict_served(model, validation.images[served].astype("float32") / 255.0, indices, 256)
@@ -186,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
     return announce_candidate(args, final, "emostream train")
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], *, callbacks: Sequence[Any] = ()) -> int:
     parser = OneLineParser(prog="emostream train", description=__doc__)
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return run(parser.parse_args(argv), callbacks)

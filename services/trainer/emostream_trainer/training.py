@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -153,10 +154,12 @@ def train(
     run_dir: Path,
     verbose: int = 1,
     soft_targets: np.ndarray | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> keras.Model:
     """Train, resuming from `run_dir` if a run there was interrupted; return the best model.
 
     `soft_targets` (teacher probabilities, [N, classes]) are mixed into the labels by `recipe.distill_weight`.
+    `callbacks` run before the trainer's own at every step (a test stops a run with one).
     """
     configure(recipe)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -187,6 +190,7 @@ def train(
         epochs=recipe.epochs,
         verbose=verbose,
         callbacks=[
+            *callbacks,
             ServedAccuracy(validation, indices),
             keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
             keras.callbacks.ModelCheckpoint(
