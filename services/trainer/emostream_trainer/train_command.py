@@ -13,6 +13,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from emostream.model_repository import ModelRepositoryError
 from emostream.settings import OneLineParser
 from emostream_trainer.dataset import (
     DEFAULT_LABELS,
@@ -154,7 +155,8 @@ def run(args: argparse.Namespace, callbacks: Sequence[Any] = ()) -> int:
         check_labels(serve)  # with --train-on all, load() checks only the seven trained classes
         train_data, validation = _load(args, trained)
         soft_targets = _teacher_targets(args.teacher, train_data)
-    except (DatasetError, OSError) as error:  # OSError: TF's 'SavedModel file does not exist at ...'
+    # OSError: TF's 'SavedModel file does not exist at ...'; ModelRepositoryError: a teacher without labels
+    except (DatasetError, ModelRepositoryError, OSError) as error:
         print(f"emostream train: {error}", file=sys.stderr)
         return 2
     print(f"train {train_data.class_counts()}\nvalidation {validation.class_counts()}", flush=True)
