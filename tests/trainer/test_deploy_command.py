@@ -30,7 +30,7 @@ def export_untrained_version(base: Path, version: int) -> Path:
     from emostream_trainer.model import make_model
 
     keras.utils.set_random_seed(3)
-    model = make_model(len(LABELS), width=4, seed=3, augment=False)
+    model = make_model(len(LABELS), width=4, first_block_convs=2, seed=3, augment=False)
     card = {"labels": list(LABELS), "source": "untrained"}
     return export_version(model, list(range(len(LABELS))), LABELS, base, card, version=version)
 

@@ -209,7 +209,7 @@ def test_rerun_resumes_an_interrupted_run(tmp_path: Path) -> None:
 
 
 def test_read_recipe_takes_runs_from_before_the_first_block_knob(tmp_path: Path) -> None:
-    from emostream_trainer.training import read_recipe
+    from emostream_trainer.recipe import read_recipe
 
     record = {"width": 32, "seed": 1337, "serve_labels": list(LABELS), "trained_labels": list(LABELS)}
     (tmp_path / "recipe.json").write_text(json.dumps(record))

@@ -11,7 +11,8 @@ import tensorflow as tf
 from emostream import model_repository as repository
 from emostream.model_repository import INPUT_KEY, INPUT_SHAPE, OUTPUT_KEY, SIGNATURE_NAME
 from emostream_trainer.model import fold_batch_norm
-from emostream_trainer.training import Recipe, build_model, flip_averaged_logits
+from emostream_trainer.recipe import Recipe
+from emostream_trainer.training import build_model, flip_averaged_logits
 
 __all__ = ["export_version", "save_serving_function", "serving_copy"]
 
@@ -33,7 +34,7 @@ def write_saved_model(model: keras.Model, indices: list[int], target: Path) -> N
 
     @tf.function(input_signature=[tf.TensorSpec([None, *INPUT_SHAPE], tf.uint8, name=INPUT_KEY)])
     def serve(image: tf.Tensor) -> dict[str, tf.Tensor]:
-        logits = flip_averaged_logits(model, tf.cast(image, tf.float32) / 255.0)
+        logits = flip_averaged_logits(model, tf.cast(image, tf.float32))
         return {OUTPUT_KEY: tf.nn.softmax(tf.gather(logits, indices, axis=1), axis=-1)}
 
     save_serving_function(serve.get_concrete_function(), target)
