@@ -252,7 +252,16 @@ class Malice:
         self.kinds = [getattr(self, name) for name in sorted(dir(self)) if name.startswith("kind_")]
 
     def frame(self, camera: str, jpeg: bytes, width: int = 64, height: int = 36) -> dict[bytes, bytes]:
-        return wire.encode_frame(wire.Frame(camera, self.count, int(time.time() * 1000), jpeg, width, height))
+        return wire.encode_frame(
+            wire.Frame(
+                camera=camera,
+                seq=self.count,
+                ts_capture_ms=int(time.time() * 1000),
+                jpeg=jpeg,
+                width=width,
+                height=height,
+            )
+        )
 
     def face(self, **change: object) -> dict[bytes, bytes]:
         message = wire.pb.Face(

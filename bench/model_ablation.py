@@ -18,7 +18,8 @@ import numpy as np
 import tensorflow as tf
 from emostream_trainer.dataset import Dataset, load
 from emostream_trainer.metrics import summary
-from emostream_trainer.training import build_model, read_recipe, serve_indices
+from emostream_trainer.recipe import read_recipe
+from emostream_trainer.training import build_model, serve_indices
 
 
 def served_probabilities(run_dir: Path, images: tf.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -39,7 +40,7 @@ def main() -> int:
     args = parser.parse_args()
     served = read_recipe(args.run_dirs[0])[0].serve_labels
     data: Dataset = load(args.data, served)
-    images = tf.constant(data.images.astype(np.float32) / 255.0)
+    images = tf.constant(data.images.astype(np.float32))
     plains, averaged = [], []
     for run_dir in args.run_dirs:
         plain, flipped = served_probabilities(run_dir, images)

@@ -18,7 +18,8 @@ import cv2
 import tensorflow as tf
 from emostream_detector.detection import FaceFinder
 from emostream_detector.model_file import NEAR, fetch_model
-from emostream_trainer.export import numbered_versions
+
+from emostream.model_repository import numbered_versions
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pipeline import compose_video, load_faces

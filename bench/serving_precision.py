@@ -19,7 +19,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 from emostream_trainer.dataset import load
-from emostream_trainer.training import build_model, flip_averaged_logits, read_recipe, serve_indices
+from emostream_trainer.recipe import read_recipe
+from emostream_trainer.training import build_model, flip_averaged_logits, serve_indices
 
 
 def main() -> int:
@@ -39,7 +40,7 @@ def main() -> int:
 
         @tf.function
         def serve(image: tf.Tensor, model: keras.Model = model) -> tf.Tensor:
-            logits = flip_averaged_logits(model, tf.cast(image, tf.float32) / 255.0)
+            logits = flip_averaged_logits(model, tf.cast(image, tf.float32))
             return tf.nn.softmax(tf.gather(tf.cast(logits, tf.float32), indices, axis=1))
 
         batch = tf.constant(data.images[:32])

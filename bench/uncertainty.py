@@ -29,7 +29,8 @@ def main() -> int:
     args = parser.parse_args()
     from emostream_trainer.dataset import load
     from emostream_trainer.evaluate_command import predict_all, read_version_folder, saved_model_predictor
-    from emostream_trainer.export import numbered_versions
+
+    from emostream.model_repository import numbered_versions
 
     version = numbered_versions(args.model_base)[-1]
     folder = args.model_base / str(version)

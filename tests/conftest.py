@@ -7,9 +7,7 @@ Subfolders (tests/capture, tests/modelserver) have their own conftest files; the
 from __future__ import annotations
 
 import os
-import socket
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
@@ -31,22 +29,6 @@ def db_url(db: int) -> str:
     """EMOSTREAM_REDIS_URL (or the default) pointed at db `db`."""
     parts = urlsplit(os.environ.get("EMOSTREAM_REDIS_URL", DEFAULT_REDIS_URL))
     return urlunsplit(parts._replace(path=f"/{db}"))
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
-def wait_for(condition: Callable[[], object], timeout: float, what: str, interval: float = 0.02) -> None:
-    """Poll `condition` until it is truthy; fail naming `what` after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(interval)
 
 
 @pytest.fixture

@@ -27,9 +27,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from emostream import names, wire
 from emostream.demo import write_demo
 from emostream.launcher import Children, wait_for_replicas
-from tests.conftest import TEST_DB, db_url, free_port, wait_for
+from tests.conftest import TEST_DB, db_url
+from tests.helpers.waiting import free_port, wait_for
 
-pytestmark = pytest.mark.timeout(600)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 ROOT = Path(__file__).resolve().parents[1]
 CAMERAS = ("door", "lobby")
 LABELS = {"happy", "neutral", "fear"}

@@ -20,18 +20,23 @@ import cv2
 import numpy as np
 import pytest
 import redis
-from emostream_classifier.main import Classifier, make_shadow
+from emostream_classifier.classifier import Classifier, make_shadow
 from emostream_classifier.settings import ClassifierSettings
 from emostream_classifier.tf_serving import ServingClient
 from emostream_modelserver.server import RunningServer, start_server
 from emostream_trainer import deploy_command
-from emostream_trainer.export import save_serving_function, write_version
+from emostream_trainer.export import save_serving_function
 from emostream_trainer.serving_config import Roles, read_roles, write_roles
 
+from emostream import model_repository as repository
 from emostream import names, wire
 from emostream.lifecycle import run_until_stopped
-from emostream.model_stats import read_served, shadow_key, shadow_report
+from emostream.model_stats import read_served, shadow_report
+from emostream.names import shadow_key
 from tests.helpers.tiny_model import export_tiny_version, synthetic_faces
+from tests.helpers.waiting import wait_for
+
+pytestmark = pytest.mark.slow  # trains or serves real models for minutes
 
 MODEL_NAME = "emotion"
 LABELS = ("happy", "neutral", "fear")
@@ -157,17 +162,17 @@ class Feeder:
             kind = seq % len(LABELS)
             crop = self.pool[kind][(seq // len(LABELS)) % 16, ..., 0]
             face = wire.Face(
-                CAMERA,
-                seq,
-                int(time.time() * 1000),
-                0,
-                1,
-                wire.Box(10, 10, 48, 48),
-                0.9,
-                np.ascontiguousarray(crop),
-                int(time.time() * 1000),
-                640,
-                480,
+                camera=CAMERA,
+                frame_seq=seq,
+                ts_capture_ms=int(time.time() * 1000),
+                face_index=0,
+                faces_in_frame=1,
+                box=wire.Box(10, 10, 48, 48),
+                score=0.9,
+                crop=np.ascontiguousarray(crop),
+                ts_detect_ms=int(time.time() * 1000),
+                frame_width=640,
+                frame_height=480,
             )
             self.client.xadd(names.FACES, wire.encode_face(face), maxlen=100_000)
             self.fed[seq] = kind
@@ -180,15 +185,6 @@ class Feeder:
 
 def events(client: redis.Redis) -> list[wire.EmotionEvent]:
     return [wire.decode_event(fields) for _, fields in client.xrange(names.SCORED)]
-
-
-def wait_for(condition: object, timeout: float, what: str) -> float:
-    """Poll until condition() is true; return the time (ms since epoch) it was seen true."""
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out after {timeout:.0f}s waiting for {what}"
-        time.sleep(0.05)
-    return time.time() * 1000
 
 
 def now_ms() -> float:
@@ -313,12 +309,12 @@ def export_failing_version(base: Path, version: int) -> Path:
             probabilities = member.signatures["serving_default"](image=image)["probabilities"]
         return {"probabilities": tf.identity(probabilities)}
 
-    return write_version(
-        lambda target: save_serving_function(serve.get_concrete_function(), target),
-        LABELS,
+    return repository.publish(
         base,
-        {"labels": list(LABELS), "source": "injected failure"},
-        version,
+        lambda target: save_serving_function(serve.get_concrete_function(), target),
+        labels=LABELS,
+        card={"labels": list(LABELS), "source": "injected failure"},
+        version=version,
     )
 
 

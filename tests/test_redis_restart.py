@@ -13,7 +13,7 @@ import redis
 
 from emostream import names
 from emostream.launcher import redis_server_args
-from tests.conftest import free_port
+from tests.helpers.waiting import free_port
 
 pytestmark = [
     pytest.mark.timeout(60),

@@ -18,9 +18,10 @@ import redis
 from emostream_modelserver.server import RunningServer
 
 from emostream.demo import demo_frames
-from tests.conftest import LABELS, MODEL_NAME, free_port
+from tests.conftest import LABELS, MODEL_NAME
+from tests.helpers.waiting import free_port
 
-pytestmark = pytest.mark.timeout(200)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(200)]
 
 
 def write_video(path: Path, count: int, fps: float = 10.0) -> Path:

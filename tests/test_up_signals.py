@@ -15,10 +15,13 @@ import redis
 from emostream_modelserver.server import RunningServer
 
 from emostream import names
-from tests.conftest import free_port, wait_for
+from tests.helpers.waiting import free_port, wait_for
 from tests.test_up import check_events, run_up, write_video
 
-pytestmark = pytest.mark.timeout(480)  # two or three `up` runs, each starting TensorFlow and MediaPipe
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(480),
+]  # two or three `up` runs, each starting TensorFlow and MediaPipe
 
 
 def children_of(pid: int) -> set[int]:

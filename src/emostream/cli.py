@@ -11,6 +11,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from emostream.errors import EmostreamError
+
 # subcommand -> (module, function, one-line help, package that provides it)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
     "up": ("emostream.launcher", "main", "run the whole system locally and print events", "emostream"),
@@ -103,13 +105,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:  # the last line of defence: every known failure already has its own line
         if os.environ.get("EMOSTREAM_LOG_LEVEL", "").upper() == "DEBUG":
             raise
-        lines = str(error).strip().splitlines()
-        print(
-            f"emostream {args[0]}: {type(error).__name__}: {lines[0] if lines else 'no message'} "
-            "(EMOSTREAM_LOG_LEVEL=DEBUG shows the traceback)",
-            file=sys.stderr,
-        )
+        print(f"emostream {args[0]}: {_one_line(error)}", file=sys.stderr)
         return 1
+
+
+def _one_line(error: Exception) -> str:
+    """A known failure (EmostreamError) as its message; anything else also names its type, as a bug would."""
+    lines = str(error).strip().splitlines()
+    first = lines[0] if lines else "no message"
+    if isinstance(error, EmostreamError):
+        return first
+    return f"{type(error).__name__}: {first} (EMOSTREAM_LOG_LEVEL=DEBUG shows the traceback)"
 
 
 if __name__ == "__main__":

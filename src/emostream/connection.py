@@ -6,11 +6,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
+from emostream.errors import EmostreamError
+
 REDIS_SCHEMES = ("redis", "rediss", "unix")
 URL_FORM = "redis://[[user]:password@]host[:port][/db] (or rediss://, unix:///path/to/socket)"
 
 
-class RedisUnavailable(RuntimeError):
+class RedisUnavailable(EmostreamError, RuntimeError):
     """No Redis answers at the configured URL, or it refused the credentials."""
 
 

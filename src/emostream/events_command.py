@@ -35,7 +35,9 @@ class EventsSettings(CommonSettings):
         description="read as this consumer of --group: each event is printed once across restarts and "
         "replicas, acknowledged after it is printed (default: none, follow the stream from now)",
     )
-    group: str = Field("events", min_length=1, max_length=64, description="consumer group used with --consumer")
+    group: str = Field(
+        names.EVENTS_GROUP, min_length=1, max_length=64, description="consumer group used with --consumer"
+    )
     camera: list[str] = Field(default_factory=list, description="only these cameras (default: all)")
     format: Literal["table", "json"] = Field("table", description="table for people, json for programs")
     from_start: bool = Field(False, description="replay what the bounded stream still holds, then follow")

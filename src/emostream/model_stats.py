@@ -19,24 +19,13 @@ from typing import Any
 
 import redis
 
-from emostream.names import PREFIX
+from emostream.names import SHADOW_RUNS, serving_key, shadow_key
 
 BUCKETS_MS = (2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10_000)
 """Upper bounds of the latency histogram; a last bucket `inf` takes the rest."""
 TTL_S = 7 * 24 * 3600
-SHADOW_RUNS = f"{PREFIX}:shadow:runs"
-"""Sorted set of shadow comparison keys, scored by their last update (ms)."""
 ALL = "all"
 SEP = "|"  # camera ids may hold ':'; they never hold '|' in practice, and a stray one only splits a label
-
-
-def serving_key(label: str) -> str:
-    """Served-path counters of one version label ('' asks for the newest version: `latest`)."""
-    return f"{PREFIX}:serving:{label or 'latest'}"
-
-
-def shadow_key(served: int, candidate: int | str) -> str:
-    return f"{PREFIX}:shadow:{served}:{candidate}"
 
 
 def bucket(latency_ms: float) -> str:

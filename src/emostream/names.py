@@ -1,4 +1,4 @@
-"""Every Redis key, stream and group name the services share, in one place."""
+"""Every Redis key, stream, group and counter name the services share, in one place."""
 
 from __future__ import annotations
 
@@ -18,6 +18,30 @@ DEAD_LETTER_COUNTS = f"{PREFIX}:deadletters:counts"
 DETECTOR_GROUP = "detector"
 CLASSIFIER_GROUP = "classifier"
 TRACKER_GROUP = "tracker"
+EVENTS_GROUP = "events"
+"""Default group of `emostream events --consumer`."""
+SHADOW_RUNS = f"{PREFIX}:shadow:runs"
+"""Sorted set of shadow comparison keys, scored by their last update (ms)."""
+
+
+class Progress:
+    """Fields of the per-camera progress hash (`progress(camera)`), counted as each stage finishes.
+
+    `emostream up --once` ends when a finite source is done and every frame, face and event
+    is accounted for: detected + failed frames reach frames_total, events + failed faces reach
+    faces_detected, tracked reaches events.
+    """
+
+    DONE = "done"
+    FRAMES_TOTAL = "frames_total"
+    FRAMES_PUBLISHED = "frames_published"
+    FRAMES_DROPPED = "frames_dropped"
+    FRAMES_DETECTED = "frames_detected"
+    FRAMES_FAILED = "frames_failed"
+    FACES_DETECTED = "faces_detected"
+    FACES_FAILED = "faces_failed"
+    EVENTS = "events"
+    TRACKED = "tracked"
 
 
 def frames(camera: str) -> str:
@@ -42,3 +66,13 @@ def heartbeat(service: str, consumer: str) -> str:
 def track_counter(camera: str) -> str:
     """Counter that numbers a camera's tracks, so ids stay unique across tracker restarts."""
     return f"{PREFIX}:track_seq:{camera}"
+
+
+def serving_key(label: str) -> str:
+    """Served-path counters of one version label ('' asks for the newest version: `latest`)."""
+    return f"{PREFIX}:serving:{label or 'latest'}"
+
+
+def shadow_key(served: int, candidate: int | str) -> str:
+    """Counters comparing a candidate version with the served one on the same faces."""
+    return f"{PREFIX}:shadow:{served}:{candidate}"

@@ -1,8 +1,9 @@
-"""Typed consumers and an idempotent publisher over Redis Streams.
+"""Typed publishers and consumers over Redis Streams, and idempotent publishing.
 
-Delivery is at-least-once: a consumer re-reads its own unacknowledged entries
-after a restart and claims entries that another consumer left idle; handlers
-publish through `publish_once`, so a replayed entry does not publish twice.
+A `Publisher[T]` binds a stream to the message type written there; a `Consumer[T]` reads
+and decodes it. Delivery is at-least-once: a consumer re-reads its own unacknowledged
+entries after a restart and claims entries that another consumer left idle; handlers
+publish their outputs through `publish_once`, so a replayed entry does not publish twice.
 """
 
 from __future__ import annotations
@@ -60,13 +61,37 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class Publisher(Generic[T]):
+    """Binds a stream to its message type: how a value is encoded and about how long the stream may grow.
+
+    `stream` is a name, or a function of the value for streams kept per camera (frames).
+    """
+
+    stream: str | Callable[[T], str]
+    encode: Callable[[T], Fields]
+    maxlen: int
+
+    def stream_of(self, value: T) -> str:
+        return self.stream if isinstance(self.stream, str) else self.stream(value)
+
+    def entry(self, value: T) -> Entry:
+        """`value` as an output of `publish_once`, written together with its input's marker."""
+        return Entry(self.stream_of(value), self.encode(value), self.maxlen)
+
+    def add(self, client: redis.Redis | redis.client.Pipeline, value: T) -> None:
+        """XADD `value` now (queued, on a pipeline): for outputs that no input replays."""
+        fields: dict[str | bytes, str | bytes] = {key: field for key, field in self.encode(value).items()}
+        client.xadd(self.stream_of(value), fields, maxlen=self.maxlen, approximate=True)
+
+
+@dataclass(frozen=True)
 class Message(Generic[T]):
     stream: str
     id: bytes
     value: T
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Once:
     """Output of handling one input: written only if `marker` is new, all in one atomic step."""
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from emostream.errors import EmostreamError
 from emostream.v1 import messages_pb2 as pb
 
 CROP_SIZE = 48
@@ -22,7 +23,7 @@ MAX_JPEG_BYTES = 8 * 1024 * 1024
 MAX_FACES_PER_FRAME = 256
 
 
-class WireError(ValueError):
+class WireError(EmostreamError, ValueError):
     """A stream entry that cannot be decoded or breaks the contract; the message says which field.
 
     `kind` is a short stable name for the reason, used to count dead letters by reason.
@@ -57,7 +58,7 @@ class Box:
     h: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Frame:
     camera: str
     seq: int
@@ -67,7 +68,7 @@ class Frame:
     height: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Face:
     camera: str
     frame_seq: int
@@ -87,7 +88,7 @@ class Face:
         return f"{self.camera}:{self.frame_seq}:{self.face_index}"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class EmotionEvent:
     camera: str
     frame_seq: int
@@ -107,7 +108,7 @@ class EmotionEvent:
     """Set by the tracker; None on the classifier's raw output."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrackInfo:
     """What the tracker adds to an event: which track, and the label smoothed over its recent frames."""
 
@@ -156,7 +157,7 @@ def decode_frame(fields: dict[bytes, bytes]) -> Frame:
     if len(m.jpeg) > MAX_JPEG_BYTES:
         raise WireError(f"frame {m.camera}/{m.seq} has {len(m.jpeg)} image bytes (at most {MAX_JPEG_BYTES})", "too_big")
     _check_size(m.width, m.height, f"frame {m.camera}/{m.seq}")
-    return Frame(m.camera, m.seq, m.ts_capture_ms, m.jpeg, m.width, m.height)
+    return Frame(camera=m.camera, seq=m.seq, ts_capture_ms=m.ts_capture_ms, jpeg=m.jpeg, width=m.width, height=m.height)
 
 
 def encode_face(face: Face) -> dict[bytes, bytes]:
@@ -203,17 +204,17 @@ def decode_face(fields: dict[bytes, bytes]) -> Face:
     _finite(m.score, 0.0, 1.0, f"{what} detector score")
     crop = np.frombuffer(m.crop, dtype=np.uint8).reshape(CROP_SIZE, CROP_SIZE)
     return Face(
-        m.camera,
-        m.frame_seq,
-        m.ts_capture_ms,
-        m.face_index,
-        m.faces_in_frame,
-        box,
-        m.score,
-        crop,
-        m.ts_detect_ms,
-        m.frame_width,
-        m.frame_height,
+        camera=m.camera,
+        frame_seq=m.frame_seq,
+        ts_capture_ms=m.ts_capture_ms,
+        face_index=m.face_index,
+        faces_in_frame=m.faces_in_frame,
+        box=box,
+        score=m.score,
+        crop=crop,
+        ts_detect_ms=m.ts_detect_ms,
+        frame_width=m.frame_width,
+        frame_height=m.frame_height,
     )
 
 
@@ -271,7 +272,10 @@ def decode_event(fields: dict[bytes, bytes] | dict[str, str]) -> EmotionEvent:
             faces_in_frame=int(text.get("faces_in_frame", "0")),
             track=(
                 TrackInfo(
-                    text["track_id"], text["smoothed_label"], float(text["smoothed_score"]), text["uncertain"] == "1"
+                    track_id=text["track_id"],
+                    label=text["smoothed_label"],
+                    score=float(text["smoothed_score"]),
+                    uncertain=text["uncertain"] == "1",
                 )
                 if "track_id" in text
                 else None

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import cv2
 import numpy as np
@@ -18,7 +16,7 @@ from emostream_capture.settings import CaptureSettings
 from emostream_capture.sources import Source
 
 from emostream import names, wire
-from emostream.settings import DEFAULT_REDIS_URL
+from tests.conftest import db_url
 
 TEST_DB = 15  # capture tests own this db and flush it before and after every test
 
@@ -26,8 +24,7 @@ TEST_DB = 15  # capture tests own this db and flush it before and after every te
 @pytest.fixture
 def redis_url() -> str:
     """EMOSTREAM_REDIS_URL (or the default) pointed at the capture tests' own db."""
-    parts = urlsplit(os.environ.get("EMOSTREAM_REDIS_URL", DEFAULT_REDIS_URL))
-    return urlunsplit(parts._replace(path=f"/{TEST_DB}"))
+    return db_url(TEST_DB)
 
 
 @pytest.fixture

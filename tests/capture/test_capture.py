@@ -18,18 +18,12 @@ from emostream import names
 from emostream.streams import ensure_group
 from emostream.telemetry import Meter
 from tests.capture.conftest import progress, read_frames, settings, start_source, write_images, write_video
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(30)
 log = logging.getLogger("test.capture")
 N_FRAMES = 20
 FPS = 10.0
-
-
-def wait_for(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.02)
 
 
 def test_video_file_publishes_every_frame_with_progress(tmp_path: Path, client: redis.Redis, redis_url: str) -> None:
@@ -110,7 +104,7 @@ def test_backpressure_holds_until_the_detectors_ack(tmp_path: Path, client: redi
     stream = names.frames("bp")
     running = start_source(client, source, settings(redis_url, realtime=False, max_backlog=5))
     try:
-        wait_for(lambda: client.xlen(stream) >= 5)
+        wait_for(lambda: client.xlen(stream) >= 5, 10.0, "five frames published")
         time.sleep(0.3)
         assert client.xlen(stream) == 5  # no group yet: the whole stream counts as backlog
         ensure_group(client, stream, names.DETECTOR_GROUP)
@@ -118,7 +112,7 @@ def test_backpressure_holds_until_the_detectors_ack(tmp_path: Path, client: redi
         time.sleep(0.3)
         assert client.xlen(stream) == 5 and backlog(client, stream) == 5  # read but unacked still counts
         client.xack(stream, names.DETECTOR_GROUP, *(entry_id for entry_id, _ in entries))
-        wait_for(lambda: client.xlen(stream) == 8)
+        wait_for(lambda: client.xlen(stream) == 8, 10.0, "eight frames published")
         while progress(client, "bp").get("done") != "1":  # act as the detector until the file is done
             for _, batch in client.xreadgroup(names.DETECTOR_GROUP, "t", {stream: ">"}, block=100) or []:
                 client.xack(stream, names.DETECTOR_GROUP, *(entry_id for entry_id, _ in batch))
@@ -178,7 +172,7 @@ def test_loop_restarts_and_seq_keeps_counting(tmp_path: Path, client: redis.Redi
     source = parse_source(str(write_video(tmp_path / "loop.avi", 4, FPS)))
     running = start_source(client, source, settings(redis_url, realtime=False, loop=True, max_backlog=10_000))
     try:
-        wait_for(lambda: client.xlen(names.frames("loop")) >= 10)
+        wait_for(lambda: client.xlen(names.frames("loop")) >= 10, 10.0, "ten looped frames")
     finally:
         running.finish()
     seqs = [f.seq for f in read_frames(client, "loop")]

@@ -15,17 +15,17 @@ def make_faces(count: int, camera: str = "cam", seed: int = 11) -> list[Face]:
     per_label = [synthetic_faces(label, count, seed) for label in range(len(LABELS))]
     return [
         Face(
-            camera,
-            seq,
-            1_000 + seq,
-            0,
-            1,
-            Box(seq % 500, 10, 48, 48),
-            0.9,
-            per_label[seq % len(LABELS)][seq, :, :, 0],
-            1_000 + seq,
-            640,
-            480,
+            camera=camera,
+            frame_seq=seq,
+            ts_capture_ms=1_000 + seq,
+            face_index=0,
+            faces_in_frame=1,
+            box=Box(seq % 500, 10, 48, 48),
+            score=0.9,
+            crop=per_label[seq % len(LABELS)][seq, :, :, 0],
+            ts_detect_ms=1_000 + seq,
+            frame_width=640,
+            frame_height=480,
         )
         for seq in range(count)
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -11,29 +12,47 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
-from emostream_modelserver import server as modelserver
-from emostream_modelserver.server import RunningServer
+from emostream_modelserver.server import RunningServer, start_server
+from emostream_modelserver.versions import LoadedVersion, load_version
 
 from emostream import names
 from tests.classifier.faces import classifier_caught_up, classifier_pending, expected_label, make_faces, put_faces
-from tests.conftest import MODEL_NAME, wait_for
+from tests.conftest import MODEL_NAME
+from tests.helpers.waiting import wait_for
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 FACES = 300
 PREDICT_DELAY_S = 0.03  # a slow model, so that the classifier can be caught inside a batch
 
 
 class SlowModel:
-    """Slows the in-process model server's Predict and tells whether one is in flight right now."""
+    """A version loader for the in-process model server whose versions answer slowly; tells whether one is busy."""
 
-    def __init__(self, server: RunningServer) -> None:
-        self.server = server
+    def __init__(self) -> None:
         self.in_flight = 0
         self.started = 0.0
         self.lock = threading.Lock()
+
+    def load(self, base: Path, version: int) -> LoadedVersion:
+        loaded = load_version(base, version)
+        run = loaded.signature
+
+        def slow(**inputs: Any) -> Any:
+            with self.lock:
+                self.in_flight += 1
+                self.started = time.monotonic()
+            try:
+                time.sleep(PREDICT_DELAY_S)
+                return run(**inputs)
+            finally:
+                with self.lock:
+                    self.in_flight -= 1
+
+        return dataclasses.replace(loaded, signature=slow)
 
     def busy(self) -> bool:
         """A Predict is in flight with most of its delay still ahead, so its batch is surely unacknowledged."""
@@ -42,23 +61,18 @@ class SlowModel:
 
 
 @pytest.fixture
-def slow_model_server(monkeypatch: pytest.MonkeyPatch, model_server: RunningServer) -> SlowModel:
-    slow_model = SlowModel(model_server)
-    original = modelserver.PredictionServicer._predict
+def slow_model() -> SlowModel:
+    return SlowModel()
 
-    def slow(self: modelserver.PredictionServicer, request):  # type: ignore[no-untyped-def]
-        with slow_model.lock:
-            slow_model.in_flight += 1
-            slow_model.started = time.monotonic()
-        try:
-            time.sleep(PREDICT_DELAY_S)
-            return original(self, request)
-        finally:
-            with slow_model.lock:
-                slow_model.in_flight -= 1
 
-    monkeypatch.setattr(modelserver.PredictionServicer, "_predict", slow)
-    return slow_model
+@pytest.fixture
+def slow_model_server(slow_model: SlowModel, tiny_model_base: Path) -> Iterator[RunningServer]:
+    running = start_server(tiny_model_base, MODEL_NAME, port=0, poll_seconds=0.5, loader=slow_model.load)
+    try:
+        running.wait_until_serving(timeout=60)
+        yield running
+    finally:
+        running.stop(grace=0)
 
 
 class Classify:
@@ -93,7 +107,8 @@ def children() -> Iterator[list[Classify]]:
 def test_sigkill_mid_stream_then_restart_gives_exactly_one_event_per_face(
     redis_url: str,
     redis_client: redis.Redis,
-    slow_model_server: SlowModel,
+    slow_model: SlowModel,
+    slow_model_server: RunningServer,
     tiny_model_base: Path,
     tmp_path: Path,
     children: list[Classify],
@@ -103,7 +118,7 @@ def test_sigkill_mid_stream_then_restart_gives_exactly_one_event_per_face(
         "EMOSTREAM_REDIS_URL": redis_url,
         "EMOSTREAM_CONSUMER": "c1",
         "EMOSTREAM_LOG_LEVEL": "INFO",
-        "CLASSIFIER_SERVING_TARGET": f"127.0.0.1:{slow_model_server.server.port}",
+        "CLASSIFIER_SERVING_TARGET": f"127.0.0.1:{slow_model_server.port}",
         "CLASSIFIER_MODEL_BASE": str(tiny_model_base),
         "CLASSIFIER_MODEL_NAME": MODEL_NAME,
         "CLASSIFIER_BATCH_SIZE": "8",
@@ -118,7 +133,7 @@ def test_sigkill_mid_stream_then_restart_gives_exactly_one_event_per_face(
     children.append(first)
     # Kill it while a Predict is in flight: it then holds a read, unacknowledged batch.
     wait_for(
-        lambda: first.alive() and redis_client.xlen(names.SCORED) >= 40 and slow_model_server.busy(),
+        lambda: first.alive() and redis_client.xlen(names.SCORED) >= 40 and slow_model.busy(),
         90,
         "the first events and a batch in flight",
         interval=0.002,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import redis
 from emostream_classifier.batching import collect
-from emostream_classifier.main import Classifier
+from emostream_classifier.classifier import Classifier
 from emostream_classifier.settings import ClassifierSettings
 from emostream_classifier.tf_serving import ServingClient
 from emostream_modelserver.server import RunningServer, start_server
@@ -26,7 +26,8 @@ from tests.classifier.faces import (
     put_faces,
     read_events,
 )
-from tests.conftest import LABELS, MODEL_NAME, wait_for
+from tests.conftest import LABELS, MODEL_NAME
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 

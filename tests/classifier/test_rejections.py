@@ -12,15 +12,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
-from emostream_classifier.main import Classifier
+from emostream_classifier.classifier import Classifier
 from emostream_classifier.settings import ClassifierSettings
 from emostream_classifier.tf_serving import ServingClient
 from emostream_modelserver.server import RunningServer, start_server
 
 from emostream import names
 from tests.classifier.faces import classifier_caught_up, make_faces, put_faces, read_events
-from tests.conftest import MODEL_NAME, wait_for
+from tests.conftest import MODEL_NAME
 from tests.helpers.poison_model import NAN_VALUE, REFUSED_VALUE, export_poison_version
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -18,17 +18,19 @@ from pathlib import Path
 
 import pytest
 import redis
-from emostream_classifier.main import Classifier
+from emostream_classifier.classifier import Classifier
 from emostream_classifier.settings import ClassifierSettings
 from emostream_classifier.shadow import Shadow
 from emostream_classifier.tf_serving import ServingClient
 from emostream_modelserver.server import RunningServer, start_server
 from emostream_trainer.deploy_command import main as deploy_main
 
-from emostream.model_stats import read_served, shadow_key, shadow_report
+from emostream.model_stats import read_served, shadow_report
+from emostream.names import shadow_key
 from tests.classifier.faces import classifier_caught_up, expected_label, make_faces, put_faces, read_events
-from tests.conftest import LABELS, MODEL_NAME, wait_for
+from tests.conftest import LABELS, MODEL_NAME
 from tests.helpers.tiny_model import export_tiny_version
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(180)
 

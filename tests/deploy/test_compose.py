@@ -8,7 +8,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import time
 import tomllib
@@ -32,6 +31,7 @@ from tests.deploy.conftest import (
     environment,
     volumes,
 )
+from tests.helpers.waiting import free_port
 
 # Subcommand -> the settings class it reads (env names via emostream.settings.env_name).
 SETTINGS_CLASSES = {
@@ -271,13 +271,6 @@ def example_password(services: dict[str, dict[str, Any]]) -> str:
     return environment(services["redis"])["REDIS_PASSWORD"]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @pytest.mark.parametrize("password", ["s3cret-hex", ""])
 def test_redis_script_takes_the_password_on_stdin(password: str, tmp_path: Path) -> None:
     """The compose script itself, run by sh with a real redis-server: the password (if any) is enforced,
@@ -285,7 +278,7 @@ def test_redis_script_takes_the_password_on_stdin(password: str, tmp_path: Path)
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server not installed (scripts/test.sh installs it)")
     script = yaml.safe_load(COMPOSE_FILE.read_text())["services"]["redis"]["command"][0].replace("$$", "$")
-    port = _free_port()
+    port = free_port()
     script = script.replace('--save ""', f'--save "" --port {port} --bind 127.0.0.1')
     env = {**os.environ, "REDIS_PASSWORD": password, "REDIS_APPENDONLY": "no"}
     server = subprocess.Popen(["sh", "-c", script], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL)

@@ -16,13 +16,13 @@ import pytest
 import redis
 from emostream_detector import model_file
 from emostream_detector.detection import FaceFinder, clip_box, square_crop
-from emostream_detector.main import Detector
+from emostream_detector.detector import Detector
 from emostream_detector.settings import DetectorSettings
 
 from emostream import names, wire
 from emostream.demo import astronaut_bgr, demo_frames
 from emostream.wire import Box, Frame
-from tests.conftest import wait_for
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(120)
 CAMERA = "cam"
@@ -156,7 +156,10 @@ def test_detector_publishes_faces_once_per_frame(
     frames: list[np.ndarray],
 ) -> None:
     for seq, image in enumerate(frames):
-        put_frame(redis_client, Frame(CAMERA, seq, 1_000 + seq, jpeg(image), 800, 450))
+        put_frame(
+            redis_client,
+            Frame(camera=CAMERA, seq=seq, ts_capture_ms=1_000 + seq, jpeg=jpeg(image), width=800, height=450),
+        )
     run_until(detector, lambda: progress(redis_client).get("frames_detected") == FRAMES, "all frames detected")
     assert progress(redis_client) == {"frames_detected": FRAMES, "faces_detected": 2 * FRAMES}
     assert pending(redis_client) == 0
@@ -176,7 +179,9 @@ def test_detector_publishes_faces_once_per_frame(
         assert_demo_faces([f.box for f in found], seq, FRAMES)
 
     # A replay of a frame (same camera, seq and capture time) is acknowledged but publishes nothing.
-    put_frame(redis_client, Frame(CAMERA, 2, 1_002, jpeg(frames[2]), 800, 450))
+    put_frame(
+        redis_client, Frame(camera=CAMERA, seq=2, ts_capture_ms=1_002, jpeg=jpeg(frames[2]), width=800, height=450)
+    )
     run_until(
         detector,
         lambda: (
@@ -196,9 +201,14 @@ def test_undecodable_image_is_dead_lettered_and_the_detector_goes_on(
     redis_client: redis.Redis,
     frames: list[np.ndarray],
 ) -> None:
-    put_frame(redis_client, Frame(CAMERA, 0, 1_000, b"this is not a JPEG", 800, 450))
+    put_frame(
+        redis_client,
+        Frame(camera=CAMERA, seq=0, ts_capture_ms=1_000, jpeg=b"this is not a JPEG", width=800, height=450),
+    )
     redis_client.xadd(names.frames(CAMERA), {"pb": b"\x00not a protobuf"})
-    put_frame(redis_client, Frame(CAMERA, 1, 1_001, jpeg(frames[1]), 800, 450))
+    put_frame(
+        redis_client, Frame(camera=CAMERA, seq=1, ts_capture_ms=1_001, jpeg=jpeg(frames[1]), width=800, height=450)
+    )
     run_until(detector, lambda: progress(redis_client).get("frames_detected") == 1, "the good frame detected")
     # The bad JPEG counts as failed, so `up --once` does not wait for it forever.
     assert progress(redis_client) == {"frames_detected": 1, "faces_detected": 2, "frames_failed": 1}
@@ -219,7 +229,9 @@ def test_detector_follows_every_registered_camera(
     frames: list[np.ndarray],
 ) -> None:
     for camera in ("north", "south"):
-        put_frame(redis_client, Frame(camera, 0, 5_000, jpeg(frames[0]), 800, 450))
+        put_frame(
+            redis_client, Frame(camera=camera, seq=0, ts_capture_ms=5_000, jpeg=jpeg(frames[0]), width=800, height=450)
+        )
     run_until(
         detector,
         lambda: all(progress(redis_client, c).get("frames_detected") == 1 for c in ("north", "south")),
@@ -315,7 +327,9 @@ def test_bad_registry_entries_are_dead_lettered_and_never_stop_the_detector(
 ) -> None:
     redis_client.sadd(names.CAMERAS, b"\xff\xfe", b"evil\nline", b"x" * 5000, b"broken")
     redis_client.set(names.frames("broken"), "a string, not a stream")
-    put_frame(redis_client, Frame("good", 0, 5_000, jpeg(frames[0]), 800, 450))
+    put_frame(
+        redis_client, Frame(camera="good", seq=0, ts_capture_ms=5_000, jpeg=jpeg(frames[0]), width=800, height=450)
+    )
     run_until(detector, lambda: progress(redis_client, "good").get("frames_detected") == 1, "the good camera detected")
     for _ in range(3):  # a restarted detector meets the same registry: nothing is left to crash it
         detector.step()
@@ -337,9 +351,13 @@ def test_a_jpeg_too_large_is_refused_from_its_header_before_decoding(
 ) -> None:
     small = cv2.resize(frames[0], (64, 36))
     bomb = with_header_size(jpeg(small), 12_000, 12_000)
-    put_frame(redis_client, Frame(CAMERA, 0, 1_000, bomb, 12_000, 12_000))
-    put_frame(redis_client, Frame(CAMERA, 1, 1_001, jpeg(frames[1]), 800, 451))  # claims a size it does not have
-    put_frame(redis_client, Frame(CAMERA, 2, 1_002, jpeg(frames[2]), 800, 450))
+    put_frame(redis_client, Frame(camera=CAMERA, seq=0, ts_capture_ms=1_000, jpeg=bomb, width=12_000, height=12_000))
+    put_frame(
+        redis_client, Frame(camera=CAMERA, seq=1, ts_capture_ms=1_001, jpeg=jpeg(frames[1]), width=800, height=451)
+    )  # claims a size it does not have
+    put_frame(
+        redis_client, Frame(camera=CAMERA, seq=2, ts_capture_ms=1_002, jpeg=jpeg(frames[2]), width=800, height=450)
+    )
     run_until(detector, lambda: progress(redis_client).get("frames_detected") == 1, "the good frame detected")
     assert progress(redis_client) == {"frames_detected": 1, "faces_detected": 2, "frames_failed": 2}
     letters = {letter["kind"]: letter["reason"] for letter in dead_letters(redis_client)}
@@ -353,8 +371,15 @@ def test_a_frame_claiming_another_camera_is_dead_lettered(
     frames: list[np.ndarray],
 ) -> None:
     redis_client.sadd(names.CAMERAS, "demo")
-    redis_client.xadd(names.frames("demo"), wire.encode_frame(Frame("evil", 0, 1_000, jpeg(frames[0]), 800, 450)))
-    put_frame(redis_client, Frame("demo", 1, 1_001, jpeg(frames[1]), 800, 450))
+    redis_client.xadd(
+        names.frames("demo"),
+        wire.encode_frame(
+            Frame(camera="evil", seq=0, ts_capture_ms=1_000, jpeg=jpeg(frames[0]), width=800, height=450)
+        ),
+    )
+    put_frame(
+        redis_client, Frame(camera="demo", seq=1, ts_capture_ms=1_001, jpeg=jpeg(frames[1]), width=800, height=450)
+    )
     run_until(detector, lambda: progress(redis_client, "demo").get("frames_detected") == 1, "the good frame detected")
     assert progress(redis_client, "demo") == {"frames_detected": 1, "faces_detected": 2, "frames_failed": 1}
     assert not redis_client.exists(names.progress("evil"))
@@ -372,7 +397,7 @@ def test_faces_carry_their_frame_size_and_boxes_inside_it(
     image = np.full((300, 400, 3), 200, np.uint8)
     face = astronaut_bgr()[30:250, 150:330]
     image[40:260, 0:160] = face[:, 20:]
-    put_frame(redis_client, Frame(CAMERA, 0, 1_000, jpeg(image), 400, 300))
+    put_frame(redis_client, Frame(camera=CAMERA, seq=0, ts_capture_ms=1_000, jpeg=jpeg(image), width=400, height=300))
     run_until(detector, lambda: progress(redis_client).get("frames_detected") == 1, "the frame detected")
     for found in faces(redis_client):  # decode_face checks the box against the frame size
         assert (found.frame_width, found.frame_height) == (400, 300)
@@ -389,7 +414,9 @@ def test_the_detector_waits_while_the_classifiers_are_behind(
     for _ in range(500):
         pipe.xadd(names.FACES, {"pb": b""})
     pipe.execute()
-    put_frame(redis_client, Frame(CAMERA, 0, 1_000, jpeg(frames[0]), 800, 450))
+    put_frame(
+        redis_client, Frame(camera=CAMERA, seq=0, ts_capture_ms=1_000, jpeg=jpeg(frames[0]), width=800, height=450)
+    )
     for _ in range(3):
         detector.step()
     assert progress(redis_client) == {}

@@ -11,8 +11,8 @@ import pytest
 from emostream_detector.blazeface import FULL_RANGE, SHORT_RANGE, BlazeFace, Layout, decode, weighted_nms
 from emostream_detector.detection import RANGES, FaceFinder, NearSearch
 from emostream_detector.model_file import FAR, NEAR
-from emostream_detector.settings import DetectorSettings
 from emostream_detector.search import explains, region_tiles
+from emostream_detector.settings import DetectorSettings
 from emostream_detector.tiling import cover, face_levels, levels, whole
 
 from emostream.demo import astronaut_bgr
@@ -202,7 +202,6 @@ def test_a_face_that_appears_is_found_in_the_frame_it_appears(
     assert finder.find(empty, "door") == []
     assert len(finder.find(canvas, "door")) >= 1  # found through the region that changed
     assert finder.find(empty, "door") == []  # and forgotten when it leaves
-
 
 
 def test_auto_makes_no_model_call_on_a_frame_where_nothing_changed(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import os
 import shutil
 import tempfile
 import threading
@@ -11,6 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from emostream import model_repository as repository
 
 if TYPE_CHECKING:
     import keras
@@ -64,7 +65,7 @@ def _train(num_classes: int) -> keras.Model:
     from emostream_trainer.training import flip_averaged_logits
 
     keras.utils.set_random_seed(7)
-    model = make_model(num_classes, width=4, seed=7, augment=False)
+    model = make_model(num_classes, width=4, first_block_convs=2, seed=7, augment=False)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = 0.5  # a few dozen steps must be enough for the moving statistics to settle
@@ -74,8 +75,8 @@ def _train(num_classes: int) -> keras.Model:
     images, targets = _dataset(num_classes, TRAIN_PER_CLASS, seed=1)
     check, check_targets = _dataset(num_classes, 16, seed=2)
     for _ in range(MAX_ROUNDS):
-        model.fit(images.astype(np.float32) / 255.0, targets, batch_size=32, epochs=EPOCHS, shuffle=True, verbose=0)
-        logits = flip_averaged_logits(model, tf.constant(check.astype(np.float32) / 255.0))
+        model.fit(images.astype(np.float32), targets, batch_size=32, epochs=EPOCHS, shuffle=True, verbose=0)
+        logits = flip_averaged_logits(model, tf.constant(check.astype(np.float32)))
         if np.array_equal(np.argmax(logits.numpy(), axis=1), check_targets):
             return model
     raise AssertionError("the tiny test model did not learn the synthetic classes")
@@ -106,12 +107,4 @@ def export_tiny_version(base: Path, version: int, labels: tuple[str, ...] = ("ha
         if labels not in _exported:
             _exported[labels] = _export_once(labels)
         source = _exported[labels]
-    base.mkdir(parents=True, exist_ok=True)
-    final = base / str(version)
-    if final.exists():
-        raise FileExistsError(f"{final} already exists")
-    staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=base))
-    shutil.copytree(source, staging, dirs_exist_ok=True)
-    os.chmod(staging, 0o755)
-    staging.rename(final)
-    return final
+    return repository.publish(base, repository.copy_from(source), version=version)

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from emostream.connection import RedisUnavailable, check_url, connect, redact
-from tests.conftest import free_port
+from tests.helpers.waiting import free_port
 
 SECRET = "s3cretPW"
 needs_redis_server = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")

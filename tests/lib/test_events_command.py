@@ -18,18 +18,18 @@ from emostream.wire import Box, EmotionEvent
 def event(seq: int, camera: str = "door") -> dict[str, str]:
     return wire.encode_event(
         EmotionEvent(
-            camera,
-            seq,
-            0,
-            1_000 + seq,
-            1_100 + seq,
-            Box(1, 2, 30, 30),
-            "happy",
-            0.75,
-            {"happy": 0.75, "neutral": 0.25},
-            "emotion",
-            2,
-            0.9,
+            camera=camera,
+            frame_seq=seq,
+            face_index=0,
+            ts_capture_ms=1_000 + seq,
+            ts_event_ms=1_100 + seq,
+            box=Box(1, 2, 30, 30),
+            label="happy",
+            score=0.75,
+            scores={"happy": 0.75, "neutral": 0.25},
+            model="emotion",
+            model_version=2,
+            detector_score=0.9,
         )
     )
 

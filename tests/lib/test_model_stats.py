@@ -11,9 +11,9 @@ from emostream.model_stats import (
     percentile,
     record_dropped,
     record_shadow,
-    shadow_key,
     shadow_report,
 )
+from emostream.names import shadow_key
 
 
 def batch(cameras: list[str], served: list[str], candidate: list[str], confidence: float) -> ShadowBatch:

@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from emostream import names
-from emostream.streams import Consumer, Entry, Message, Once, ensure_group, publish_once
+from emostream.streams import Consumer, Entry, Message, Once, Publisher, ensure_group, publish_once
 from emostream.wire import WireError
 
 STREAM = "emostream:test:in"
@@ -46,7 +46,12 @@ def counters(client: redis.Redis) -> dict[str, int]:
 
 
 def test_publish_once_publishes_once_per_marker(redis_client: redis.Redis) -> None:
-    item = Once("emostream:test:seen:a", [Entry(OUT, {"n": "1"}, 1000)], COUNTERS, {"events": 1, "other": 2})
+    item = Once(
+        marker="emostream:test:seen:a",
+        entries=[Entry(OUT, {"n": "1"}, 1000)],
+        counters_key=COUNTERS,
+        counters={"events": 1, "other": 2},
+    )
     assert publish_once(redis_client, [item], ttl_seconds=60) == [True]
     assert publish_once(redis_client, [item], ttl_seconds=60) == [False]
     assert redis_client.xlen(OUT) == 1
@@ -56,10 +61,10 @@ def test_publish_once_publishes_once_per_marker(redis_client: redis.Redis) -> No
 
 def test_publish_once_writes_all_entries_of_an_item_or_none(redis_client: redis.Redis) -> None:
     item = Once(
-        "emostream:test:seen:b",
-        [Entry(OUT, {"i": "0"}, 1000), Entry(OUT, {"i": "1"}, 1000), Entry(OTHER, {b"raw": b"\x00\xff"}, 1000)],
-        COUNTERS,
-        {"faces": 3},
+        marker="emostream:test:seen:b",
+        entries=[Entry(OUT, {"i": "0"}, 1000), Entry(OUT, {"i": "1"}, 1000), Entry(OTHER, {b"raw": b"\x00\xff"}, 1000)],
+        counters_key=COUNTERS,
+        counters={"faces": 3},
     )
     assert publish_once(redis_client, [item], ttl_seconds=60) == [True]
     assert [fields for _, fields in redis_client.xrange(OUT)] == [{b"i": b"0"}, {b"i": b"1"}]
@@ -74,7 +79,10 @@ def test_publish_once_that_fails_writes_nothing_and_can_be_retried(redis_client:
     """Redis does not roll a script back: a bad key must be found before anything (the marker too) is written."""
     redis_client.set(OTHER, "not a stream")
     item = Once(
-        "emostream:test:seen:c", [Entry(OUT, {"i": "0"}, 1000), Entry(OTHER, {"i": "1"}, 1000)], COUNTERS, {"faces": 2}
+        marker="emostream:test:seen:c",
+        entries=[Entry(OUT, {"i": "0"}, 1000), Entry(OTHER, {"i": "1"}, 1000)],
+        counters_key=COUNTERS,
+        counters={"faces": 2},
     )
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         publish_once(redis_client, [item], ttl_seconds=60)
@@ -84,21 +92,41 @@ def test_publish_once_that_fails_writes_nothing_and_can_be_retried(redis_client:
     assert publish_once(redis_client, [item], ttl_seconds=60) == [True]
     assert (redis_client.xlen(OUT), redis_client.xlen(OTHER), counters(redis_client)) == (1, 1, {"faces": 2})
     redis_client.set(COUNTERS, "not a hash")
-    other = Once("emostream:test:seen:d", [Entry(OUT, {"i": "2"}, 1000)], COUNTERS, {"faces": 1})
+    other = Once(
+        marker="emostream:test:seen:d",
+        entries=[Entry(OUT, {"i": "2"}, 1000)],
+        counters_key=COUNTERS,
+        counters={"faces": 1},
+    )
     with pytest.raises(redis.ResponseError, match="WRONGTYPE"):
         publish_once(redis_client, [other], ttl_seconds=60)
     assert redis_client.xlen(OUT) == 1 and not redis_client.exists("emostream:test:seen:d")
 
 
 def test_publish_once_with_no_entries_still_counts_once(redis_client: redis.Redis) -> None:
-    item = Once("emostream:test:seen:empty", [], COUNTERS, {"frames_detected": 1, "faces_detected": 0})
+    item = Once(
+        marker="emostream:test:seen:empty",
+        entries=[],
+        counters_key=COUNTERS,
+        counters={"frames_detected": 1, "faces_detected": 0},
+    )
     assert publish_once(redis_client, [item, item], ttl_seconds=60) == [True, False]
     assert counters(redis_client) == {"frames_detected": 1, "faces_detected": 0}
 
 
 def test_publish_once_answers_per_item_in_one_call(redis_client: redis.Redis) -> None:
-    first = Once("emostream:test:seen:1", [Entry(OUT, {"i": "1"}, 1000)], COUNTERS, {"events": 1})
-    second = Once("emostream:test:seen:2", [Entry(OUT, {"i": "2"}, 1000)], COUNTERS, {"events": 1})
+    first = Once(
+        marker="emostream:test:seen:1",
+        entries=[Entry(OUT, {"i": "1"}, 1000)],
+        counters_key=COUNTERS,
+        counters={"events": 1},
+    )
+    second = Once(
+        marker="emostream:test:seen:2",
+        entries=[Entry(OUT, {"i": "2"}, 1000)],
+        counters_key=COUNTERS,
+        counters={"events": 1},
+    )
     assert publish_once(redis_client, [first], ttl_seconds=60) == [True]
     assert publish_once(redis_client, [first, second, second], ttl_seconds=60) == [False, True, False]
     assert [fields[b"i"] for _, fields in redis_client.xrange(OUT)] == [b"1", b"2"]
@@ -106,7 +134,15 @@ def test_publish_once_answers_per_item_in_one_call(redis_client: redis.Redis) ->
 
 
 def test_published_streams_stay_bounded(redis_client: redis.Redis) -> None:
-    items = [Once(f"emostream:test:seen:{i}", [Entry(OUT, {"i": str(i)}, 10)], COUNTERS, {"n": 1}) for i in range(400)]
+    items = [
+        Once(
+            marker=f"emostream:test:seen:{i}",
+            entries=[Entry(OUT, {"i": str(i)}, 10)],
+            counters_key=COUNTERS,
+            counters={"n": 1},
+        )
+        for i in range(400)
+    ]
     publish_once(redis_client, items, ttl_seconds=60)
     # MAXLEN ~ trims whole stream nodes (100 entries by default), so "about 10" is at most 10 + 100.
     assert redis_client.xlen(OUT) <= 110
@@ -296,3 +332,18 @@ def test_a_key_that_is_not_a_stream_is_set_aside_and_reported(redis_client: redi
     assert [stream for stream, _ in rejected] == [OTHER] and "WRONGTYPE" in rejected[0][1]
     reader.read(10, block_ms=10)
     assert len(rejected) == 1  # looked at again only after claim_every_s
+
+
+def test_a_publisher_binds_a_stream_to_its_message_type(redis_client: redis.Redis) -> None:
+    per_camera: Publisher[str] = Publisher(lambda value: f"{OUT}:{value}", lambda value: {"v": value}, 1000)
+    assert per_camera.entry("a") == Entry(f"{OUT}:a", {"v": "a"}, 1000)
+    published = Once(
+        marker="emostream:test:seen:p", entries=[per_camera.entry("a")], counters_key=COUNTERS, counters={}
+    )
+    assert publish_once(redis_client, [published], ttl_seconds=60) == [True]
+    fixed: Publisher[str] = Publisher(OTHER, lambda value: {b"v": value.encode()}, 1000)
+    pipe = redis_client.pipeline()
+    fixed.add(pipe, "b")
+    pipe.execute()
+    assert [fields for _, fields in redis_client.xrange(f"{OUT}:a")] == [{b"v": b"a"}]
+    assert [fields for _, fields in redis_client.xrange(OTHER)] == [{b"v": b"b"}]

@@ -40,28 +40,47 @@ EVENT_FIELDS = {
 def a_face(crop: np.ndarray | None = None) -> Face:
     if crop is None:
         crop = np.arange(48 * 48, dtype=np.uint32).reshape(48, 48).astype(np.uint8)
-    return Face("cam-1", 12, 1_700_000_000_123, 1, 2, Box(10, 20, 30, 40), 0.75, crop, 1_700_000_000_200, 640, 480)
+    return Face(
+        camera="cam-1",
+        frame_seq=12,
+        ts_capture_ms=1_700_000_000_123,
+        face_index=1,
+        faces_in_frame=2,
+        box=Box(10, 20, 30, 40),
+        score=0.75,
+        crop=crop,
+        ts_detect_ms=1_700_000_000_200,
+        frame_width=640,
+        frame_height=480,
+    )
 
 
 def an_event() -> EmotionEvent:
     return EmotionEvent(
-        "cam-1",
-        12,
-        1,
-        1_700_000_000_123,
-        1_700_000_000_456,
-        Box(10, 20, 30, 40),
-        "happy",
-        0.8125,
-        {"happy": 0.8125, "neutral": 0.125, "fear": 0.0625},
-        "emotion",
-        3,
-        0.5,
+        camera="cam-1",
+        frame_seq=12,
+        face_index=1,
+        ts_capture_ms=1_700_000_000_123,
+        ts_event_ms=1_700_000_000_456,
+        box=Box(10, 20, 30, 40),
+        label="happy",
+        score=0.8125,
+        scores={"happy": 0.8125, "neutral": 0.125, "fear": 0.0625},
+        model="emotion",
+        model_version=3,
+        detector_score=0.5,
     )
 
 
 def test_frame_round_trip() -> None:
-    frame = Frame("cam-1", 7, 1_700_000_000_123, b"\xff\xd8jpeg bytes\xff\xd9", 640, 480)
+    frame = Frame(
+        camera="cam-1",
+        seq=7,
+        ts_capture_ms=1_700_000_000_123,
+        jpeg=b"\xff\xd8jpeg bytes\xff\xd9",
+        width=640,
+        height=480,
+    )
     fields = wire.encode_frame(frame)
     assert set(fields) == {wire.PAYLOAD_FIELD}
     assert wire.decode_frame(fields) == frame
@@ -117,12 +136,24 @@ def test_event_fields_are_plain_text_and_round_trip(redis_client: redis.Redis) -
 
 
 def test_tracked_event_fields_round_trip() -> None:
-    event = dataclasses.replace(an_event(), faces_in_frame=2, track=wire.TrackInfo("cam-1-7", "fear", 0.51, True))
+    event = dataclasses.replace(
+        an_event(), faces_in_frame=2, track=wire.TrackInfo(track_id="cam-1-7", label="fear", score=0.51, uncertain=True)
+    )
     fields = wire.encode_event(event)
     assert set(fields) == EVENT_FIELDS | {"track_id", "smoothed_label", "smoothed_score", "uncertain"}
     assert (fields["track_id"], fields["smoothed_label"], fields["uncertain"]) == ("cam-1-7", "fear", "1")
     assert fields["faces_in_frame"] == "2"
     assert wire.decode_event(fields) == event
+
+
+def test_the_proto_emotion_event_documents_exactly_the_fields_of_a_tracked_event() -> None:
+    """EmotionEvent in messages.proto is the documented shape of an event entry; the box is flattened."""
+    documented = {field.name for field in pb.EmotionEvent.DESCRIPTOR.fields} - {"box"}
+    documented |= {field.name for field in pb.Box.DESCRIPTOR.fields}
+    event = dataclasses.replace(
+        an_event(), track=wire.TrackInfo(track_id="cam-1-7", label="fear", score=0.51, uncertain=True)
+    )
+    assert set(wire.encode_event(event)) == documented
 
 
 def test_event_scores_are_rounded_to_four_places() -> None:
@@ -149,9 +180,9 @@ def test_garbage_payload_is_a_wire_error() -> None:
 
 def test_frame_without_camera_or_image_is_rejected() -> None:
     with pytest.raises(WireError, match="camera id ''"):
-        wire.decode_frame(wire.encode_frame(Frame("", 1, 2, b"jpeg", 1, 1)))
+        wire.decode_frame(wire.encode_frame(Frame(camera="", seq=1, ts_capture_ms=2, jpeg=b"jpeg", width=1, height=1)))
     with pytest.raises(WireError, match="no image bytes"):
-        wire.decode_frame(wire.encode_frame(Frame("cam", 1, 2, b"", 1, 1)))
+        wire.decode_frame(wire.encode_frame(Frame(camera="cam", seq=1, ts_capture_ms=2, jpeg=b"", width=1, height=1)))
 
 
 BAD_CAMERAS = ["", "a\nb", "x" * 65, "caf\u00e9", "a b", "cam:1", "../etc"]
@@ -160,7 +191,9 @@ BAD_CAMERAS = ["", "a\nb", "x" * 65, "caf\u00e9", "a b", "cam:1", "../etc"]
 @pytest.mark.parametrize("camera", BAD_CAMERAS)
 def test_camera_ids_outside_the_pattern_are_rejected_everywhere(camera: str) -> None:
     with pytest.raises(WireError, match="must match") as frame_error:
-        wire.decode_frame(wire.encode_frame(Frame(camera, 1, 2, b"jpeg", 8, 8)))
+        wire.decode_frame(
+            wire.encode_frame(Frame(camera=camera, seq=1, ts_capture_ms=2, jpeg=b"jpeg", width=8, height=8))
+        )
     assert frame_error.value.kind == "bad_camera"
     with pytest.raises(WireError, match="must match"):
         wire.decode_face(wire.encode_face(dataclasses.replace(a_face(), camera=camera)))
@@ -171,7 +204,12 @@ def test_camera_ids_outside_the_pattern_are_rejected_everywhere(camera: str) -> 
 
 def test_camera_ids_inside_the_pattern_pass() -> None:
     for camera in ["cam", "door.1", "Lobby_2-west", "x" * 64]:
-        assert wire.decode_frame(wire.encode_frame(Frame(camera, 1, 2, b"jpeg", 8, 8))).camera == camera
+        assert (
+            wire.decode_frame(
+                wire.encode_frame(Frame(camera=camera, seq=1, ts_capture_ms=2, jpeg=b"jpeg", width=8, height=8))
+            ).camera
+            == camera
+        )
 
 
 @pytest.mark.parametrize(
@@ -208,9 +246,15 @@ def test_faces_and_frames_have_sane_sizes_and_indexes() -> None:
     with pytest.raises(WireError, match="0x480"):
         wire.decode_face(wire.encode_face(dataclasses.replace(a_face(), frame_width=0)))
     with pytest.raises(WireError, match="20000x8"):
-        wire.decode_frame(wire.encode_frame(Frame("cam", 1, 2, b"jpeg", 20_000, 8)))
+        wire.decode_frame(
+            wire.encode_frame(Frame(camera="cam", seq=1, ts_capture_ms=2, jpeg=b"jpeg", width=20_000, height=8))
+        )
     with pytest.raises(WireError, match="image bytes") as error:
-        wire.decode_frame(wire.encode_frame(Frame("cam", 1, 2, bytes(wire.MAX_JPEG_BYTES + 1), 8, 8)))
+        wire.decode_frame(
+            wire.encode_frame(
+                Frame(camera="cam", seq=1, ts_capture_ms=2, jpeg=bytes(wire.MAX_JPEG_BYTES + 1), width=8, height=8)
+            )
+        )
     assert error.value.kind == "too_big"
 
 

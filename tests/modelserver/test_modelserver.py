@@ -34,19 +34,12 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from tests.conftest import free_port
+from emostream.model_repository import ModelRepositoryError
 from tests.helpers.tiny_model import export_tiny_version, synthetic_faces
+from tests.helpers.waiting import free_port, wait_for
 from tests.modelserver.conftest import LABELS, MODEL_NAME, POLL_SECONDS
 
 SWITCH_TIMEOUT = 20.0  # generous: the test machine is small and busy
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture
@@ -116,7 +109,7 @@ def test_predict_returns_probabilities_for_each_crop_and_labels_read_back(
 
 
 def test_read_labels_names_the_missing_file(model_base: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"version 9.*labels\.txt"):
+    with pytest.raises(ModelRepositoryError, match=r"version 9.*labels\.txt"):
         read_labels(model_base, 9)
 
 

@@ -14,8 +14,8 @@ from emostream_modelserver.main import main
 from emostream_trainer.evaluate_command import saved_model_predictor
 
 from emostream.cpu import computes_bfloat16, cpu_flags
-from tests.conftest import free_port
 from tests.helpers.tiny_model import synthetic_faces
+from tests.helpers.waiting import free_port
 from tests.modelserver.conftest import MODEL_NAME
 
 
@@ -38,11 +38,8 @@ def test_cpu_flags_come_from_cpuinfo_and_name_bfloat16_support(tmp_path: Path) -
     assert cpu_flags(tmp_path / "absent") == frozenset()
 
 
-def test_serve_model_refuses_bfloat16_on_a_cpu_without_it(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    monkeypatch.setattr(precision, "computes_bfloat16", lambda: False)
-    assert main(["--precision", "bfloat16", "--port", "0"]) == 2
+def test_serve_model_refuses_bfloat16_on_a_cpu_without_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--precision", "bfloat16", "--port", "0"], native_bfloat16=False) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "precision bfloat16" in error
 

@@ -30,6 +30,7 @@ from tensorflow_serving.apis import (
 )
 
 from tests.helpers.tiny_model import export_tiny_version, synthetic_faces
+from tests.helpers.waiting import wait_for
 from tests.modelserver.conftest import LABELS, MODEL_NAME, POLL_SECONDS
 
 SWITCH_TIMEOUT = 30.0
@@ -43,14 +44,6 @@ def config_text(base: Path, versions: list[int], labels: dict[str, int], name: s
         f'    name: "{name}"\n    base_path: "{base}"\n    model_platform: "tensorflow"\n'
         f"    model_version_policy {{ specific {{ {policy} }} }}\n{label_lines}  }}\n}}\n"
     )
-
-
-def wait_for(condition: object, what: str, timeout: float = SWITCH_TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def request_for(crops: np.ndarray, label: str = "", version: int | None = None) -> predict_pb2.PredictRequest:
@@ -231,7 +224,7 @@ def test_a_config_that_loads_and_labels_a_version_at_once_is_refused_and_the_old
     config.write_text(config_text(base, [1, 2, 3], {"stable": 1, "canary": 2}))  # first load 3 ...
     server.versions.wait_for_version(SWITCH_TIMEOUT, 3)
     config.write_text(config_text(base, [1, 2, 3], {"stable": 3, "canary": 2}))  # ... then label it
-    wait_for(lambda: server.registry.labels[MODEL_NAME]["stable"] == 3, "stable -> 3")
+    wait_for(lambda: server.registry.labels[MODEL_NAME]["stable"] == 3, SWITCH_TIMEOUT, "stable -> 3")
 
 
 def test_moving_a_label_fails_no_request(labelled: tuple[RunningServer, Path]) -> None:
@@ -255,13 +248,13 @@ def test_moving_a_label_fails_no_request(labelled: tuple[RunningServer, Path]) -
     worker = threading.Thread(target=ask)
     worker.start()
     try:
-        wait_for(lambda: len(seen) > 5, "first answers")
+        wait_for(lambda: len(seen) > 5, SWITCH_TIMEOUT, "first answers")
         config.write_text(config_text(server.versions.base, [1, 2], {"stable": 2}))  # promote 2
-        wait_for(lambda: seen[-1] == 2, "answers from version 2")
+        wait_for(lambda: seen[-1] == 2, SWITCH_TIMEOUT, "answers from version 2")
         config.write_text(config_text(server.versions.base, [1, 2], {"stable": 1}))  # roll back
-        wait_for(lambda: seen[-1] == 1, "answers from version 1 again")
+        wait_for(lambda: seen[-1] == 1, SWITCH_TIMEOUT, "answers from version 1 again")
         config.write_text(config_text(server.versions.base, [1], {"stable": 1}))  # retire 2
-        wait_for(lambda: 2 not in server.versions.available, "version 2 unloaded")
+        wait_for(lambda: 2 not in server.versions.available, SWITCH_TIMEOUT, "version 2 unloaded")
         time.sleep(0.3)
     finally:
         stop.set()

@@ -23,6 +23,7 @@ from collections import Counter
 
 from emostream import names
 from emostream.connection import connect
+from emostream.names import Progress as P
 from emostream.wire import decode_event, decode_face
 
 SETTLE_S = 3.0
@@ -56,13 +57,13 @@ def clip(args: argparse.Namespace) -> int:
     while True:
         state = clip_state(client, args.camera)
         progress = state["progress"]
-        total = int(progress.get("frames_total", -1))
+        total = int(progress.get(P.FRAMES_TOTAL, -1))
         finished = (
-            progress.get("done") == "1"
-            and int(progress.get("frames_detected", 0)) + int(progress.get("frames_failed", 0)) >= total
+            progress.get(P.DONE) == "1"
+            and int(progress.get(P.FRAMES_DETECTED, 0)) + int(progress.get(P.FRAMES_FAILED, 0)) >= total
             and set(state["events"]) >= set(state["faces"])
         )
-        summary = (progress.get("done"), len(state["faces"]), sum(state["events"].values()))
+        summary = (progress.get(P.DONE), len(state["faces"]), sum(state["events"].values()))
         if summary != last:
             last, stable_since = summary, time.monotonic()
         if finished and time.monotonic() - stable_since >= SETTLE_S:
@@ -76,7 +77,7 @@ def clip(args: argparse.Namespace) -> int:
     missing = set(faces) - set(events)
     extra = set(events) - set(faces)
     versions = sorted(state["versions"])
-    detected, lost = int(progress.get("frames_detected", 0)), int(progress.get("frames_failed", 0))
+    detected, lost = int(progress.get(P.FRAMES_DETECTED, 0)), int(progress.get(P.FRAMES_FAILED, 0))
     line = (
         f"clip {args.camera}: {total} frames, {detected} detected, {lost} failed, {len(faces)} faces, "
         f"{sum(events.values())} events, "
@@ -95,8 +96,8 @@ def playing(args: argparse.Namespace) -> int:
     client = connect(os.environ["EMOSTREAM_REDIS_URL"])
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
-        published = int(client.hget(names.progress(args.camera), "frames_published") or 0)
-        if published and not client.hget(names.progress(args.camera), "done"):
+        published = int(client.hget(names.progress(args.camera), P.FRAMES_PUBLISHED) or 0)
+        if published and not client.hget(names.progress(args.camera), P.DONE):
             print(f"clip {args.camera} is playing ({published} frames published)")
             return 0
         time.sleep(0.2)

@@ -25,7 +25,19 @@ def two_faces(frames: int, camera: str = "cam", change_at: int | None = None) ->
         out.append(
             [
                 EmotionEvent(
-                    camera, seq, index, 1_000_000 + 33 * seq, 0, box, label, 0.8, scores(label), "emotion", 1, 0.9, 2
+                    camera=camera,
+                    frame_seq=seq,
+                    face_index=index,
+                    ts_capture_ms=1_000_000 + 33 * seq,
+                    ts_event_ms=0,
+                    box=box,
+                    label=label,
+                    score=0.8,
+                    scores=scores(label),
+                    model="emotion",
+                    model_version=1,
+                    detector_score=0.9,
+                    faces_in_frame=2,
                 )
                 for index, (box, label) in enumerate(boxes)
             ]

@@ -7,8 +7,8 @@ import time
 from collections import defaultdict
 
 import redis
-from emostream_tracker.main import Tracker
 from emostream_tracker.settings import TrackerSettings
+from emostream_tracker.tracker import Tracker
 
 from emostream import names, wire
 from tests.tracker.scenes import publish, replica_order, two_faces

@@ -16,8 +16,9 @@ import pytest
 from emostream_trainer.deploy_command import DeployError, Place, add_candidate, listing, main, publish, rollback
 from emostream_trainer.serving_config import read_roles
 
-from tests.conftest import free_port
+from emostream.model_repository import ModelRepositoryError
 from tests.helpers.tiny_model import export_tiny_version, synthetic_faces
+from tests.helpers.waiting import free_port
 
 LABELS = ("happy", "neutral", "fear")
 
@@ -29,7 +30,7 @@ def export_untrained_version(base: Path, version: int) -> Path:
     from emostream_trainer.model import make_model
 
     keras.utils.set_random_seed(3)
-    model = make_model(len(LABELS), width=4, seed=3, augment=False)
+    model = make_model(len(LABELS), width=4, first_block_convs=2, seed=3, augment=False)
     card = {"labels": list(LABELS), "source": "untrained"}
     return export_version(model, list(range(len(LABELS))), LABELS, base, card, version=version)
 
@@ -87,7 +88,7 @@ def test_publish_copies_a_folder_in_as_the_candidate(place: Place, tmp_path: Pat
     assert final == place.base / "2" and "candidate" in what
     assert json.loads((final / "assets" / "model_card.json").read_text())["version"] == 2
     assert sorted(p.name for p in place.base.iterdir()) == ["1", "2"]  # no staging folder left
-    with pytest.raises(DeployError, match=r"no saved_model\.pb"):
+    with pytest.raises(ModelRepositoryError, match=r"no saved_model\.pb"):
         publish(tmp_path, place)
 
 
@@ -179,3 +180,17 @@ def test_untrained_helper_really_guesses(place: Place) -> None:
     probabilities = serve(image=tf.constant(crops))["probabilities"].numpy()
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
     assert (probabilities.argmax(axis=1) == np.repeat(np.arange(3), 8)).mean() < 0.9
+
+
+def test_retire_moves_only_an_unloaded_version_out_of_sight(place: Place, capsys: pytest.CaptureFixture[str]) -> None:
+    for version in (1, 2, 3):
+        export_tiny_version(place.base, version, LABELS)
+        add_candidate(place, version)  # 1 served, 2 retired (unloaded), 3 the candidate
+    assert deploy(place, "retire", "3") == 2
+    assert "version 3 is candidate" in capsys.readouterr().err
+    assert deploy(place, "retire", "2") == 0
+    assert "moved to" in capsys.readouterr().out
+    assert [row["version"] for row in listing(place)] == [1, 3]
+    assert (place.base / ".retired" / "2" / "saved_model.pb").is_file()
+    final, _ = publish(place.base / ".retired" / "2", place)
+    assert final.name == "4"  # a retired number is never handed out again

@@ -15,6 +15,8 @@ from emostream_trainer.training import mixed_targets
 from tests.helpers.tiny_model import export_tiny_version, synthetic_faces
 from tests.trainer.data import write_folder_dataset
 
+pytestmark = pytest.mark.slow  # trains or serves real models for minutes
+
 LABELS = ("happy", "neutral", "fear")
 
 

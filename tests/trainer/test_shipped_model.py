@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 
 import numpy as np
-from emostream_trainer.export import numbered_versions
+
+from emostream.model_repository import numbered_versions
 
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "emotion"
 

@@ -16,6 +16,8 @@ from emostream_trainer.dataset import FER_CLASSES
 from tests.helpers.tiny_model import synthetic_faces
 from tests.trainer.data import write_folder_dataset
 
+pytestmark = pytest.mark.slow  # trains or serves real models for minutes
+
 LABELS = ("happy", "neutral", "fear")
 TINY = ["--epochs", "1", "--width", "4", "--batch-size", "8", "--float32", "--quiet", "--seed", "5"]
 
@@ -183,22 +185,21 @@ def epochs_logged(run_dir: Path) -> list[int]:
         return [int(row["epoch"]) for row in csv.DictReader(handle)]
 
 
-def test_rerun_resumes_an_interrupted_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rerun_resumes_an_interrupted_run(tmp_path: Path) -> None:
     """Epoch 0 completes, the run dies at the start of epoch 1; the rerun does only epoch 1."""
-    from emostream_trainer import training
+    import keras
 
     data = write_folder_dataset(tmp_path / "data", LABELS, 6, seed=2)
     run_dir = tmp_path / "run"
 
-    def die_at_epoch_1(self: training.ServedAccuracy, epoch: int, logs: object = None) -> None:
-        if epoch == 1:
-            raise Interrupted
+    class DieAtEpoch1(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch: int, logs: object = None) -> None:
+            if epoch == 1:
+                raise Interrupted
 
     args = [str(data), *TINY, "--epochs", "2", "--train-on", "served", "--run-dir", str(run_dir), "--no-export"]
-    with monkeypatch.context() as patch:
-        patch.setattr(training.ServedAccuracy, "on_epoch_begin", die_at_epoch_1, raising=False)
-        with pytest.raises(Interrupted):
-            train_command.main(args)
+    with pytest.raises(Interrupted):
+        train_command.main(args, callbacks=[DieAtEpoch1()])
     assert epochs_logged(run_dir) == [0]
     backup = json.loads((run_dir / "backup" / "training_metadata.json").read_text())
     assert backup["epoch"] == 1
@@ -208,7 +209,7 @@ def test_rerun_resumes_an_interrupted_run(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_read_recipe_takes_runs_from_before_the_first_block_knob(tmp_path: Path) -> None:
-    from emostream_trainer.training import read_recipe
+    from emostream_trainer.recipe import read_recipe
 
     record = {"width": 32, "seed": 1337, "serve_labels": list(LABELS), "trained_labels": list(LABELS)}
     (tmp_path / "recipe.json").write_text(json.dumps(record))

@@ -18,7 +18,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from emostream import names, wire
-from tests.conftest import free_port, wait_for
+from tests.helpers.waiting import free_port, wait_for
 
 
 @pytest.fixture
@@ -45,9 +45,21 @@ def viewer(redis_url: str) -> Iterator[tuple[str, str]]:
 
 def event_fields(camera: str, seq: int, track: str) -> dict[str, str]:
     event = wire.EmotionEvent(
-        camera, seq, 0, 1000 + seq, 2000 + seq, wire.Box(1, 2, 30, 40), "happy", 0.9,
-        {"happy": 0.9, "neutral": 0.1}, "emotion", 1, 0.8, 1, wire.TrackInfo(track, "happy", 0.85, False),
-    )  # fmt: skip
+        camera=camera,
+        frame_seq=seq,
+        face_index=0,
+        ts_capture_ms=1000 + seq,
+        ts_event_ms=2000 + seq,
+        box=wire.Box(1, 2, 30, 40),
+        label="happy",
+        score=0.9,
+        scores={"happy": 0.9, "neutral": 0.1},
+        model="emotion",
+        model_version=1,
+        detector_score=0.8,
+        faces_in_frame=1,
+        track=wire.TrackInfo(track_id=track, label="happy", score=0.85, uncertain=False),
+    )
     return wire.encode_event(event)
 
 
@@ -98,7 +110,7 @@ def test_sse_filters_by_camera(viewer: tuple[str, str], redis_client: redis.Redi
 def put_frame(client: redis.Redis, camera: str, seq: int, value: int) -> None:
     image = np.full((90, 160, 3), value, dtype=np.uint8)
     jpeg = cv2.imencode(".jpg", image)[1].tobytes()
-    frame = wire.Frame(camera, seq, int(time.time() * 1000), jpeg, 160, 90)
+    frame = wire.Frame(camera=camera, seq=seq, ts_capture_ms=int(time.time() * 1000), jpeg=jpeg, width=160, height=90)
     client.xadd(names.frames(camera), wire.encode_frame(frame))
     client.sadd(names.CAMERAS, camera)
     client.hincrby(names.progress(camera), "frames_published", 1)

@@ -19,6 +19,9 @@ import numpy as np
 import redis
 
 from emostream import metrics, names, wire
+from emostream.errors import EmostreamError
+from emostream.names import Progress
+from emostream.streams import Publisher
 from emostream.telemetry import Meter
 from emostream_capture import sources as src
 from emostream_capture.settings import CaptureSettings
@@ -51,7 +54,7 @@ def retrying(stop: threading.Event, call: Callable[[], R]) -> R:
             delay = min(delay * 2, RETRY_MAX_S)
 
 
-class EncodeError(ValueError):
+class EncodeError(EmostreamError, ValueError):
     """A frame that cannot be JPEG-encoded."""
 
 
@@ -126,12 +129,12 @@ def start_camera(client: redis.Redis, camera: str) -> None:
 
 def finish_camera(client: redis.Redis, camera: str, frames_total: int) -> None:
     """Mark a finite source as fully published."""
-    client.hset(names.progress(camera), mapping={"done": 1, "frames_total": frames_total})
+    client.hset(names.progress(camera), mapping={Progress.DONE: 1, Progress.FRAMES_TOTAL: frames_total})
 
 
 def already_done(client: redis.Redis, camera: str) -> bool:
     """True when a finite source of `camera` was fully published (since Redis started)."""
-    return bool(client.hget(names.progress(camera), "done"))
+    return bool(client.hget(names.progress(camera), Progress.DONE))
 
 
 def publish(client: redis.Redis, camera: str, seq: int, frame: np.ndarray, settings: CaptureSettings) -> bool:
@@ -142,10 +145,11 @@ def publish(client: redis.Redis, camera: str, seq: int, frame: np.ndarray, setti
     except EncodeError as error:
         log.error("%s: frame %d skipped, cannot encode it: %s", camera, seq, error)
         return False
-    message = wire.Frame(camera, seq, ts_capture_ms, jpeg, width, height)
+    message = wire.Frame(camera=camera, seq=seq, ts_capture_ms=ts_capture_ms, jpeg=jpeg, width=width, height=height)
+    frames = Publisher(lambda frame: names.frames(frame.camera), wire.encode_frame, settings.stream_maxlen)
     pipe = client.pipeline()
-    pipe.xadd(names.frames(camera), wire.encode_frame(message), maxlen=settings.stream_maxlen, approximate=True)
-    pipe.hincrby(names.progress(camera), "frames_published", 1)
+    frames.add(pipe, message)  # a source is not replayed, so a plain XADD: nothing to de-duplicate
+    pipe.hincrby(names.progress(camera), Progress.FRAMES_PUBLISHED, 1)
     pipe.sadd(names.CAMERAS, camera)  # again with every frame: a Redis restarted without persistence forgot it
     pipe.execute()
     metrics.CAPTURE_FRAMES.labels(camera).inc()
@@ -157,7 +161,7 @@ def shed(client: redis.Redis, camera: str, shed_backlog: int) -> bool:
     here, newest first, rather than queued into latency or trimmed unread from the stream later."""
     if not shed_backlog or backlog(client, names.frames(camera)) < shed_backlog:
         return False
-    client.hincrby(names.progress(camera), "frames_dropped", 1)
+    client.hincrby(names.progress(camera), Progress.FRAMES_DROPPED, 1)
     return True
 
 

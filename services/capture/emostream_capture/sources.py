@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 import cv2
 import numpy as np
 
+from emostream.errors import EmostreamError
+
 log = logging.getLogger("emostream.capture.sources")
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp"})
@@ -33,7 +35,7 @@ RECONNECT_START_S = 0.5
 FramePair = tuple[int, np.ndarray]
 
 
-class SourceError(ValueError):
+class SourceError(EmostreamError, ValueError):
     """A source spec that cannot be used; the message names the spec."""
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from emostream.errors import EmostreamError
+
 # BatchingParameters text proto (deploy/tfserving/batching.config): `max_batch_size { value: 64 }`.
 _MAX_BATCH = re.compile(r"^\s*max_batch_size\s*:?\s*\{\s*value\s*:\s*(\d+)\s*\}", re.MULTILINE)
 
 
-class BatchingConfigError(ValueError):
+class BatchingConfigError(EmostreamError, ValueError):
     """The batching parameters file cannot be read or names no max_batch_size."""
 
 

@@ -20,11 +20,11 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-INPUT_KEY = "image"
-OUTPUT_KEY = "probabilities"
-SIGNATURE_NAME = "serving_default"
-CROP_SHAPE = (48, 48, 1)
-LABELS_PATH = Path("assets") / "labels.txt"
+from emostream import model_repository as repository
+from emostream.errors import EmostreamError
+from emostream.model_repository import INPUT_KEY, OUTPUT_KEY, SIGNATURE_NAME
+from emostream.model_repository import INPUT_SHAPE as CROP_SHAPE
+
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 # numpy dtypes of the response tensors we decode; tensor_content is raw little-endian bytes.
@@ -37,7 +37,7 @@ _NUMPY_DTYPES: dict[int, np.dtype[Any]] = {
 }
 
 
-class ServingError(RuntimeError):
+class ServingError(EmostreamError, RuntimeError):
     """A TF Serving call failed; `code` is the gRPC status (None for a malformed response)."""
 
     def __init__(self, message: str, code: grpc.StatusCode | None = None, details: str = "") -> None:
@@ -211,15 +211,7 @@ def read_labels(model_base: Path, version: int) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=32)
 def _read_labels(model_base: Path, version: int) -> tuple[str, ...]:
-    path = model_base / str(version) / LABELS_PATH
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no labels for model version {version}: {path} does not exist") from None
-    labels = tuple(line.strip() for line in text.splitlines() if line.strip())
-    if not labels:
-        raise ValueError(f"labels file {path} is empty")
-    return labels
+    return repository.read_labels(repository.version_folder(model_base, version))
 
 
 def unknown_label(error: ServingError) -> bool:

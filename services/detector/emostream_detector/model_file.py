@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from emostream.errors import EmostreamError
+
 PYPI_SIMPLE = "https://pypi.org/simple/mediapipe/"
 WHEEL_VERSION = "0.10.14"
 WHEEL_FOLDER = "mediapipe/modules/face_detection/"
@@ -53,7 +55,7 @@ Get = Callable[[str, float, str | None], bytes]
 """Downloads a URL (url, timeout in seconds, Accept header); tests pass one that serves fixed bytes."""
 
 
-class ModelFetchError(RuntimeError):
+class ModelFetchError(EmostreamError, RuntimeError):
     """No source gave a file with a known checksum."""
 
 

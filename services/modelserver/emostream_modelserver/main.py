@@ -60,8 +60,11 @@ class ModelServerSettings(BaseSettings):
     )
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the model server; 0 after a clean shutdown, 2 on a bad setting, 1 if it cannot start."""
+def main(argv: list[str] | None = None, *, native_bfloat16: bool | None = None) -> int:
+    """Run the model server; 0 after a clean shutdown, 2 on a bad setting, 1 if it cannot start.
+
+    `native_bfloat16` overrides what /proc/cpuinfo says about this CPU (for tests).
+    """
     try:
         settings = load(ModelServerSettings, argv, prog="emostream serve-model")
     except SystemExit as done:  # a bad setting (2, after one line naming it) or --help (0)
@@ -71,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     if settings.model_config_file is None and not settings.model_base.is_dir():
         log.warning("model base %s does not exist yet; waiting for a version to appear", settings.model_base)
     try:
-        computing = apply_precision(settings.precision)
+        computing = apply_precision(settings.precision, native_bfloat16)
     except PrecisionError as error:
         print(f"emostream serve-model: {error}", file=sys.stderr)
         return 2

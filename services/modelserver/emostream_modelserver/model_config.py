@@ -14,12 +14,13 @@ import grpc
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from emostream.errors import EmostreamError
 from emostream_modelserver.versions import LATEST_ONE, VersionPolicy
 
 PLATFORM = "tensorflow"
 
 
-class ConfigError(Exception):
+class ConfigError(EmostreamError):
     """A config TF Serving would refuse: the gRPC code and message it answers with."""
 
     def __init__(self, code: grpc.StatusCode, message: str) -> None:

@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Literal
 
 from emostream.cpu import computes_bfloat16
+from emostream.errors import EmostreamError
 
 Precision = Literal["auto", "float32", "bfloat16"]
 
 
-class PrecisionError(ValueError):
+class PrecisionError(EmostreamError, ValueError):
     """bfloat16 asked for on a CPU without it: oneDNN cannot build its convolutions there."""
 
 
@@ -30,9 +31,10 @@ def resolve(choice: Precision, native_bfloat16: bool) -> Literal["float32", "bfl
     return choice
 
 
-def apply_precision(choice: Precision) -> Literal["float32", "bfloat16"]:
-    """Resolve `choice` for this CPU and configure TensorFlow for it; call before any model loads."""
-    precision = resolve(choice, computes_bfloat16())
+def apply_precision(choice: Precision, native_bfloat16: bool | None = None) -> Literal["float32", "bfloat16"]:
+    """Resolve `choice` for this CPU (or one that does or does not compute bfloat16) and configure TensorFlow
+    for it; call before any model loads."""
+    precision = resolve(choice, computes_bfloat16() if native_bfloat16 is None else native_bfloat16)
     if precision == "bfloat16":
         import tensorflow as tf
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
 from typing import Any, NoReturn
@@ -25,9 +26,10 @@ from tensorflow_serving.apis import (
 )
 
 from emostream import metrics
+from emostream.model_repository import INPUT_KEY, SIGNATURE_NAME
 from emostream_modelserver.model_config import ConfigError, entries, read, single_model
 from emostream_modelserver.registry import ModelRegistry, RequestError
-from emostream_modelserver.versions import LoadedVersion, VersionManager
+from emostream_modelserver.versions import LoadedVersion, VersionManager, load_version
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +57,12 @@ def _spec(request: Any) -> model_pb2.ModelSpec:
 
 
 def _signature(loaded: LoadedVersion, name: str) -> meta_graph_pb2.SignatureDef:
-    key = name or "serving_default"
+    key = name or SIGNATURE_NAME
     if key not in loaded.signature_defs or key.startswith("__"):
         raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{key}" not found.')
-    if key != "serving_default":  # only serving_default is kept callable after loading
-        raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"signature '{key}' is not served; use serving_default")
+    if key != SIGNATURE_NAME:  # only serving_default is kept callable after loading
+        message = f"signature '{key}' is not served; use {SIGNATURE_NAME}"
+        raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, message)
     return loaded.signature_defs[key]
 
 
@@ -192,7 +195,7 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         started, code = time.perf_counter(), "OK"
         try:
             response = self._predict(request)
-            images = request.inputs["image"].tensor_shape.dim[0].size
+            images = request.inputs[INPUT_KEY].tensor_shape.dim[0].size
             metrics.MODEL_FACES.labels(str(response.model_spec.version.value)).inc(images)
             return response
         except RequestError as error:
@@ -209,13 +212,13 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         inputs = predict_inputs(request, sig, self.max_batch)
         wanted = output_names(request, sig)
         try:
-            outputs = predict_in_chunks(loaded, inputs["image"])
+            outputs = predict_in_chunks(loaded, inputs[INPUT_KEY])
         except tf.errors.OpError as error:  # TF Serving answers with the session's own status code
             raise RequestError(
                 _grpc_code(error), f"model version {loaded.version} failed: {_op_message(error)}"
             ) from error
         response = predict_pb2.PredictResponse()
-        _fill_spec(response.model_spec, name, loaded.version, request.model_spec.signature_name or "serving_default")
+        _fill_spec(response.model_spec, name, loaded.version, request.model_spec.signature_name or SIGNATURE_NAME)
         for output in wanted:
             response.outputs[output].CopyFrom(as_proto_field(outputs[output]))
         return response
@@ -371,9 +374,11 @@ def start_server(
     allow_labels_for_unavailable: bool = False,
     base_override: Path | None = None,
     max_batch: int = MAX_BATCH,
+    loader: Callable[[Path, int], LoadedVersion] = load_version,
 ) -> RunningServer:
     """Bind `host:port` (0 picks a free port) and serve `model_base` as `model_name`, or the models
     of a TF Serving model config file (`model_name` then names the one `versions` reports on).
+    `loader` loads one version folder (tests pass a wrapper around `load_version`).
 
     Returns at once; versions load in the background and health reports NOT_SERVING until every
     model has one. ConfigError if the config file is unusable, as TF Serving fails to start then.
@@ -382,6 +387,7 @@ def start_server(
     _set_health(health_servicer, serving=False)
     registry = ModelRegistry(
         poll_seconds,
+        loader=loader,
         allow_labels_for_unavailable=allow_labels_for_unavailable,
         base_overrides={model_name: base_override} if base_override is not None else None,
         on_change=lambda: _on_change(health_servicer, model_name, registry),

@@ -14,18 +14,16 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
+from emostream import model_repository as repository
+from emostream.errors import EmostreamError
+from emostream.model_repository import INPUT_DTYPE, INPUT_KEY, INPUT_SHAPE, OUTPUT_KEY, SAVED_MODEL_FILE, SIGNATURE_NAME
+
 log = logging.getLogger(__name__)
 
-SIGNATURE_NAME = "serving_default"
-INPUT_KEY = "image"
-OUTPUT_KEY = "probabilities"
-INPUT_SHAPE = (48, 48, 1)
-LABELS_PATH = Path("assets") / "labels.txt"
-SAVED_MODEL_FILE = "saved_model.pb"
 MAX_RETRY_SECONDS = 60.0
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(EmostreamError, RuntimeError):
     """A version folder exists but is not a usable model for this server."""
 
 
@@ -47,20 +45,6 @@ class LoadedVersion:
         return {name: value.numpy() for name, value in outputs.items()}
 
 
-def candidate_versions(base: Path) -> list[int]:
-    """Numeric version folders that hold a saved_model.pb, newest first.
-
-    Hidden staging folders (".3-abc") and folders still being written (no saved_model.pb)
-    are not candidates, so a half-exported version is never attempted.
-    """
-    if not base.is_dir():
-        return []
-    found = [
-        int(p.name) for p in base.iterdir() if p.name.isdigit() and p.is_dir() and (p / SAVED_MODEL_FILE).is_file()
-    ]
-    return sorted(found, reverse=True)
-
-
 def read_signature_defs(path: Path) -> dict[str, meta_graph_pb2.SignatureDef]:
     """SignatureDefs from saved_model.pb, the same map TF Serving reports as metadata."""
     saved = saved_model_pb2.SavedModel()
@@ -76,18 +60,15 @@ def _check_contract(signature_defs: dict[str, meta_graph_pb2.SignatureDef], path
     sig = signature_defs[SIGNATURE_NAME]
     if list(sig.inputs) != [INPUT_KEY]:
         raise ModelLoadError(f"{path}: '{SIGNATURE_NAME}' inputs are {sorted(sig.inputs)}, expected ['{INPUT_KEY}']")
-    if sig.inputs[INPUT_KEY].dtype != tf.uint8.as_datatype_enum:
-        raise ModelLoadError(f"{path}: input '{INPUT_KEY}' is not uint8")
+    if sig.inputs[INPUT_KEY].dtype != tf.as_dtype(INPUT_DTYPE).as_datatype_enum:
+        raise ModelLoadError(f"{path}: input '{INPUT_KEY}' is not {INPUT_DTYPE}")
     if OUTPUT_KEY not in sig.outputs:
         raise ModelLoadError(f"{path}: '{SIGNATURE_NAME}' has no '{OUTPUT_KEY}' output")
 
 
 def read_labels_file(path: Path) -> tuple[str, ...]:
-    """Labels from assets/labels.txt, or () when the version ships none."""
-    labels_file = path / LABELS_PATH
-    if not labels_file.is_file():
-        return ()
-    return tuple(line.strip() for line in labels_file.read_text().splitlines() if line.strip())
+    """Labels of a version folder, or () when it ships none: TF Serving serves a version without labels too."""
+    return repository.read_labels(path) if repository.has_labels(path) else ()
 
 
 def load_version(base: Path, version: int) -> LoadedVersion:
@@ -236,7 +217,7 @@ class VersionManager:
     def refresh(self) -> None:
         """One scan: load what the policy wants, then let go of what it no longer wants."""
         with self._refreshing:
-            candidates = candidate_versions(self.base)
+            candidates = repository.servable_versions(self.base)  # hidden staging folders never count
             for gone in set(self._failures) - set(candidates):
                 del self._failures[gone]  # a removed folder starts afresh if it comes back
             wanted = self._load_wanted(candidates)

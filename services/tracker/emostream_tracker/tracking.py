@@ -148,7 +148,7 @@ class Track:
         return self.score < self.config.uncertain_below
 
     def info(self) -> TrackInfo:
-        return TrackInfo(self.id, self.label, self.score, self.uncertain)
+        return TrackInfo(track_id=self.id, label=self.label, score=self.score, uncertain=self.uncertain)
 
     def entry(self, kind: Kind, camera: str, previous_label: str = "") -> TrackEntry:
         ending = kind == "end"

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from emostream.errors import EmostreamError
+
 FER_CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 """The seven FER-2013 classes, in the order of the CSV's `emotion` column."""
 
@@ -17,7 +19,7 @@ IMAGE_SIZE = 48
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
 
-class DatasetError(ValueError):
+class DatasetError(EmostreamError, ValueError):
     """The data cannot be used as it is; the message names the file or folder."""
 
 

@@ -13,9 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from emostream import model_repository as repository
+from emostream.errors import EmostreamError
+from emostream.model_repository import INPUT_SHAPE, ModelRepositoryError, numbered_versions
 from emostream.settings import DEFAULT_REDIS_URL, OneLineParser
 from emostream_trainer.serving_config import CANARY, STABLE, Roles, ServingConfigError, read_roles, write_roles
-from emostream_trainer.version_folders import MODEL_CARD, RETIRED, next_version, numbered_versions
 
 DEFAULT_CONFIG = Path("models/models.config")
 DEFAULT_TARGET = "127.0.0.1:8500"
@@ -33,7 +33,7 @@ DEFAULT_CROPS = Path("runs/detector-crops")
 LOAD_TIMEOUT_S = 300.0
 
 
-class DeployError(RuntimeError):
+class DeployError(EmostreamError, RuntimeError):
     """A deploy step that would leave serving in a bad state; nothing was changed."""
 
 
@@ -47,11 +47,6 @@ class Place:
     target: str = DEFAULT_TARGET
     serving_base_path: str = ""
     """base_path written into a new config: the folder as the server sees it (default /models/<name>)."""
-
-
-def card(folder: Path) -> dict[str, Any]:
-    path = folder / "assets" / MODEL_CARD
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def roles(place: Place) -> Roles:
@@ -71,7 +66,7 @@ def listing(place: Place) -> list[dict[str, Any]]:
     current = roles(place)
     rows = []
     for version in numbered_versions(place.base):
-        info = card(place.base / str(version))
+        info = repository.read_card(place.base / str(version))
         rows.append(
             {
                 "version": version,
@@ -130,7 +125,7 @@ def wait_label(place: Place, label: str, version: int, timeout_s: float = 60.0) 
     with _client(place, label) as client:
         while True:
             try:
-                if client.predict(np.zeros((1, 48, 48, 1), np.uint8)).model_version == version:
+                if client.predict(np.zeros((1, *INPUT_SHAPE), np.uint8)).model_version == version:
                     return True
             except ServingError as error:
                 if server_available(place) is None:
@@ -176,19 +171,16 @@ def add_candidate(place: Place, version: int) -> str:
 
 def publish(source: Path, place: Place) -> tuple[Path, str]:
     """Copy a SavedModel folder in as the next version and make it the candidate."""
-    if not (source / "saved_model.pb").is_file():
-        raise DeployError(f"{source}: not a SavedModel folder (no saved_model.pb)")
-    number = next_version(place.base)
-    place.base.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{number}-", dir=place.base))
-    shutil.copytree(source, staging, dirs_exist_ok=True)
-    card_path = staging / "assets" / MODEL_CARD
-    if card_path.is_file():  # the card names the version it is published as
-        card_path.write_text(json.dumps({**card(staging), "version": number}, indent=2) + "\n")
-    staging.chmod(0o755)
-    final = place.base / str(number)
-    staging.rename(final)
-    return final, add_candidate(place, number)
+    final = repository.publish(place.base, repository.copy_from(source))
+    return final, add_candidate(place, int(final.name))
+
+
+def retire(place: Place, version: int) -> Path:
+    """Move an unloaded version into `<base>/.retired`, out of every server's sight; its number stays taken."""
+    role = roles(place).role(version)
+    if role != "retired":
+        raise DeployError(f"version {version} is {role}: only a version no server loads can be retired")
+    return repository.retire(place.base, version)
 
 
 def gate(place: Place, served: int, candidate: int, args: argparse.Namespace) -> list[str]:
@@ -196,7 +188,7 @@ def gate(place: Place, served: int, candidate: int, args: argparse.Namespace) ->
     from emostream_trainer.gate import Tolerances, compare, summary_line
 
     tolerances = Tolerances(args.tolerance_accuracy, args.tolerance_recall, args.tolerance_fear, args.tolerance_ece)
-    recorded = card(place.base / str(candidate)).get("validation")  # what it was trained against
+    recorded = repository.read_card(place.base / str(candidate)).get("validation")  # what it was trained against
     validation = args.validation or (Path(recorded) if recorded else None)
     if validation is None or not validation.is_dir():
         raise DeployError("the gate needs validation data: pass --validation DIR (class folders), or --force")
@@ -219,9 +211,10 @@ def gate(place: Place, served: int, candidate: int, args: argparse.Namespace) ->
 
 def _note_gate(folder: Path, served: int, results: dict[str, Any], worse: list[str]) -> None:
     """Keep the gate's verdict in the candidate's card, for `deploy list`."""
-    path = folder / "assets" / MODEL_CARD
+    path = folder / repository.ASSETS / repository.MODEL_CARD
     if path.is_file() and os.access(path, os.W_OK):
-        path.write_text(json.dumps({**card(folder), "gate": {"against": served, **results, "worse": worse}}, indent=2))
+        verdict = {"against": served, **results, "worse": worse}
+        repository.write_card(folder, {**repository.read_card(folder), "gate": verdict})
 
 
 def promote(place: Place, version: int | None, args: argparse.Namespace) -> tuple[int, int]:
@@ -303,7 +296,8 @@ def auto_rollback_after_watch(place: Place, promoted: int, previous: int, args: 
 def print_shadow(place: Place, redis_url: str, as_json: bool) -> int:
     import redis
 
-    from emostream.model_stats import latest_shadow_keys, shadow_key, shadow_report
+    from emostream.model_stats import latest_shadow_keys, shadow_report
+    from emostream.names import shadow_key
 
     client = redis.Redis.from_url(redis_url)
     try:
@@ -431,6 +425,8 @@ def main(argv: list[str]) -> int:
     publish_parser = commands.add_parser("publish", help="copy a SavedModel folder in as the candidate")
     publish_parser.add_argument("source", type=Path)
     _promote_arguments(commands.add_parser("promote", help="serve the candidate if it passes the gate, then watch"))
+    retire_parser = commands.add_parser("retire", help="move a version no server loads into <base>/.retired")
+    retire_parser.add_argument("version", type=int)
     rollback_parser = commands.add_parser("rollback", help="serve the previous version again")
     rollback_parser.add_argument("--to", type=int, help="version to serve (default: the previous one)")
     shadow_parser = commands.add_parser("shadow", help="how the candidate compares on live traffic")
@@ -441,7 +437,7 @@ def main(argv: list[str]) -> int:
 
     try:
         return run(args, place)
-    except (DeployError, ServingConfigError) as error:
+    except (DeployError, ModelRepositoryError, ServingConfigError) as error:
         print(f"emostream deploy: {error}", file=sys.stderr)
         return 2
     except redis.RedisError as error:  # the shadow report and the watch read the classifiers' counters
@@ -466,6 +462,8 @@ def run(args: argparse.Namespace, place: Place) -> int:
         print(f"serving version {promoted} (label '{STABLE}'); version {previous} stays loaded for rollback")
         if args.watch_s > 0 and promoted != previous and server_available(place) is not None:
             return auto_rollback_after_watch(place, promoted, previous, args)
+    elif args.command == "retire":
+        print(f"retired version {args.version}: moved to {retire(place, args.version)}")
     elif args.command == "rollback":
         served, retired = rollback(place, args.to)
         print(f"serving version {served} again; version {retired} is retired (still on disk)")
@@ -494,4 +492,4 @@ def format_listing(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["RETIRED", "DeployError", "Place", "add_candidate", "listing", "promote", "publish", "rollback"]
+__all__ = ["DeployError", "Place", "add_candidate", "listing", "promote", "publish", "retire", "rollback"]

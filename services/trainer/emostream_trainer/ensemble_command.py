@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
+from emostream import model_repository as repository
+from emostream.model_repository import INPUT_KEY, INPUT_SHAPE, OUTPUT_KEY, SIGNATURE_NAME, ModelRepositoryError
 from emostream.settings import OneLineParser
 from emostream_trainer.dataset import DatasetError, load
 from emostream_trainer.evaluate_command import predict_all, read_version_folder, saved_model_predictor
@@ -38,18 +39,17 @@ def write_averaged_saved_model(members: list[Path], labels: tuple[str, ...], tar
     import tensorflow as tf
 
     from emostream_trainer.export import save_serving_function
-    from emostream_trainer.model import INPUT_SHAPE
 
     loaded = [tf.saved_model.load(str(folder)) for folder in members]
     orders = [[read_version_folder(folder)[0].index(label) for label in labels] for folder in members]
 
-    @tf.function(input_signature=[tf.TensorSpec([None, *INPUT_SHAPE], tf.uint8, name="image")])
+    @tf.function(input_signature=[tf.TensorSpec([None, *INPUT_SHAPE], tf.uint8, name=INPUT_KEY)])
     def serve(image: tf.Tensor) -> dict[str, tf.Tensor]:
         outputs = [
-            tf.gather(member.signatures["serving_default"](image=image)["probabilities"], order, axis=1)
+            tf.gather(member.signatures[SIGNATURE_NAME](**{INPUT_KEY: image})[OUTPUT_KEY], order, axis=1)
             for member, order in zip(loaded, orders, strict=True)
         ]
-        return {"probabilities": tf.add_n(outputs) / len(outputs)}
+        return {OUTPUT_KEY: tf.add_n(outputs) / len(outputs)}
 
     save_serving_function(serve.get_concrete_function(), target)
 
@@ -61,13 +61,12 @@ def member_summary(folder: Path) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from emostream_trainer.export import write_version
     from emostream_trainer.metrics import summary
 
     try:
         labels = member_labels(args.members)
         validation = load(args.validation, labels) if args.validation else None
-    except (DatasetError, OSError) as error:
+    except (DatasetError, ModelRepositoryError, OSError) as error:
         print(f"emostream ensemble: {error}", file=sys.stderr)
         return 2
     card: dict[str, Any] = {
@@ -82,11 +81,7 @@ def run(args: argparse.Namespace) -> int:
             scores = summary(probabilities, validation.targets, labels)
             card.update(validation=str(args.validation), validation_accuracy=scores["accuracy"])
             card["validation_scores"] = scores
-
-        def copy_built(target: Path) -> None:
-            shutil.copytree(built, target, dirs_exist_ok=True)
-
-        final = write_version(copy_built, labels, args.model_base, card)
+        final = repository.publish(args.model_base, repository.copy_from(Path(built)), labels=labels, card=card)
     print(json.dumps({"exported": str(final), "validation_scores": card.get("validation_scores")}))
     from emostream_trainer.deploy_command import announce_candidate
 

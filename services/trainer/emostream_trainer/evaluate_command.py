@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from emostream import model_repository as repository
+from emostream.model_repository import INPUT_KEY, OUTPUT_KEY, SIGNATURE_NAME, ModelRepositoryError
 from emostream.settings import OneLineParser
 from emostream_trainer.dataset import DatasetError, load
-from emostream_trainer.export import LABELS_FILE, MODEL_CARD, numbered_versions
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -36,20 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def read_version_folder(folder: Path) -> tuple[tuple[str, ...], dict[str, Any]]:
-    labels_path = folder / "assets" / LABELS_FILE
-    if not labels_path.is_file():
-        raise DatasetError(f"{labels_path}: missing; the model contract puts the class labels there")
-    labels = tuple(line.strip() for line in labels_path.read_text().splitlines() if line.strip())
-    card_path = folder / "assets" / MODEL_CARD
-    card = json.loads(card_path.read_text()) if card_path.is_file() else {}
-    return labels, card
+    return repository.read_labels(folder), repository.read_card(folder)
 
 
 def saved_model_predictor(folder: Path) -> Predict:
     import tensorflow as tf
 
-    serve = tf.saved_model.load(str(folder)).signatures["serving_default"]
-    return lambda crops: serve(image=tf.constant(crops))["probabilities"].numpy()
+    serve = tf.saved_model.load(str(folder)).signatures[SIGNATURE_NAME]
+    return lambda crops: serve(**{INPUT_KEY: tf.constant(crops)})[OUTPUT_KEY].numpy()
 
 
 def resolve(args: argparse.Namespace) -> tuple[Predict, Path, str]:
@@ -61,16 +56,16 @@ def resolve(args: argparse.Namespace) -> tuple[Predict, Path, str]:
         version = client.model_version()
         return (
             (lambda crops: client.predict(crops).probabilities),
-            args.model_base / str(version),
+            repository.version_folder(args.model_base, version),
             f"{args.model_name} version {version} at {args.serving_target}",
         )
     if args.saved_model:
         return saved_model_predictor(args.saved_model), args.saved_model, str(args.saved_model)
-    versions = numbered_versions(args.model_base)
+    versions = repository.numbered_versions(args.model_base)
     if not versions:
         raise DatasetError(f"{args.model_base}: no numbered model versions")
     version = args.version if args.version is not None else versions[-1]
-    folder = args.model_base / str(version)
+    folder = repository.version_folder(args.model_base, version)
     return saved_model_predictor(folder), folder, str(folder)
 
 
@@ -109,7 +104,8 @@ def main(argv: list[str]) -> int:
 
     try:
         result = evaluate(args)
-    except (DatasetError, OSError, ServingError) as error:  # OSError: TF's 'SavedModel file does not exist at ...'
+    # OSError: TF's 'SavedModel file does not exist at ...'
+    except (DatasetError, ModelRepositoryError, OSError, ServingError) as error:
         print(f"emostream evaluate: {error}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2))

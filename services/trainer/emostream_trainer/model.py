@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from keras import layers
 
-INPUT_SHAPE = (48, 48, 1)
+from emostream.model_repository import INPUT_KEY, INPUT_SHAPE
 
 
 def make_augmenter(seed: int) -> keras.Sequential:
@@ -37,20 +37,22 @@ def _conv_block(x: keras.KerasTensor, filters: int, convs: int, dropout: float, 
 
 def make_model(
     num_classes: int,
-    width: int = 32,
-    first_block_convs: int = 2,
+    *,
+    width: int,
+    first_block_convs: int,
     seed: int = 0,
     augment: bool = True,
     folded: bool = False,
 ) -> keras.Model:
-    """Map float images in [0, 1], [N,48,48,1], to class logits [N,num_classes].
+    """Map pixel values in [0, 255], [N,48,48,1], to class logits [N,num_classes]; the model rescales them.
 
     The first block works at the full 48x48: each of its convolutions costs as much time as a whole later
     block, so `first_block_convs=1` is the cheap way to serve within budget. `folded=True` builds the
     inference form (no augmentation, dropout or batch norm layers) that `fold_batch_norm` fills.
     """
-    inputs = keras.Input(INPUT_SHAPE, name="image")
-    x = make_augmenter(seed)(inputs) if augment and not folded else inputs
+    inputs = keras.Input(INPUT_SHAPE, name=INPUT_KEY)
+    x = layers.Rescaling(1 / 255, name="rescale")(inputs)  # the one place pixels become [0, 1]
+    x = make_augmenter(seed)(x) if augment and not folded else x
     for level, filters in enumerate((width, width * 2, width * 4, width * 8)):
         convs = first_block_convs if level == 0 else 2
         x = _conv_block(x, filters, convs, dropout=0.0 if folded else 0.1 * level, folded=folded)

@@ -16,6 +16,8 @@ from pathlib import Path
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
+from emostream.errors import EmostreamError
+
 STABLE = "stable"
 CANARY = "canary"
 HEADER = (
@@ -25,7 +27,7 @@ HEADER = (
 )
 
 
-class ServingConfigError(RuntimeError):
+class ServingConfigError(EmostreamError, RuntimeError):
     """The config file cannot be read or does not describe the model."""
 
 

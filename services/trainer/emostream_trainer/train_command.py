@@ -8,10 +8,12 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from emostream.model_repository import ModelRepositoryError
 from emostream.settings import OneLineParser
 from emostream_trainer.dataset import (
     DEFAULT_LABELS,
@@ -22,11 +24,10 @@ from emostream_trainer.dataset import (
     load,
     split_holdout,
 )
+from emostream_trainer.recipe import DISTILL_WEIGHT, Recipe, add_recipe_arguments, flagged_values
 
 if TYPE_CHECKING:
     import numpy as np
-
-    from emostream_trainer.training import Recipe
 
 DEFAULT_MODEL_BASE = Path("models/emotion")
 
@@ -42,13 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="served",
         help="train on the served classes only, or on all seven and serve the chosen ones",
     )
-    parser.add_argument("--epochs", type=int, default=40)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--learning-rate", type=float, default=2e-3)
-    # The defaults are the recipe of the shipped model (models/emotion/2/assets/model_card.json).
-    parser.add_argument("--width", type=int, default=40, help="filters in the first block (doubles per block)")
-    parser.add_argument("--first-block-convs", type=int, default=2, help="convolutions at full 48x48 resolution")
-    parser.add_argument("--label-smoothing", type=float, default=0.1)
+    add_recipe_arguments(parser)  # the defaults are the shipped model's recipe
     parser.add_argument("--no-class-weights", action="store_true")
     parser.add_argument(
         "--class-weight-power",
@@ -66,8 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         help="a trained version folder to distil from (repeat for an ensemble); must know the trained classes",
     )
-    parser.add_argument("--distill-weight", type=float, default=0.5, help="share of the target the teachers set")
-    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument(
+        "--distill-weight", type=float, default=DISTILL_WEIGHT, help="share of the target the teachers set"
+    )
     parser.add_argument("--run-dir", type=Path, default=Path("runs/latest"), help="checkpoints; rerun to resume")
     parser.add_argument("--model-base", type=Path, default=DEFAULT_MODEL_BASE, help="where versions are exported")
     parser.add_argument("--no-export", action="store_true")
@@ -118,28 +114,22 @@ def _teacher_targets(teachers: list[Path], data: Dataset) -> np.ndarray | None:
 def recipe_of(args: argparse.Namespace, serve: tuple[str, ...]) -> Recipe:
     """The recipe the flags describe; with no flag it is the shipped model's (a test holds them equal)."""
     from emostream.cpu import computes_bfloat16
-    from emostream_trainer.training import Recipe
 
     return Recipe(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        width=args.width,
-        first_block_convs=args.first_block_convs,
-        label_smoothing=args.label_smoothing,
+        **flagged_values(args),
         class_weights=not args.no_class_weights,
         class_weight_power=default_class_weight_power(args.train_on)
         if args.class_weight_power is None
         else args.class_weight_power,
         mixed_precision=computes_bfloat16() and not args.float32,
-        seed=args.seed,
         teachers=tuple(str(path) for path in args.teacher),
         distill_weight=args.distill_weight if args.teacher else 0.0,
         serve_labels=serve,
     )
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, callbacks: Sequence[Any] = ()) -> int:
+    """Train, evaluate and export as `args` say; `callbacks` (Keras callbacks) join the training loop."""
     from emostream_trainer.export import export_version, serving_copy
     from emostream_trainer.training import predict_served, serve_indices, train
 
@@ -152,17 +142,20 @@ def run(args: argparse.Namespace) -> int:
         check_labels(serve)  # with --train-on all, load() checks only the seven trained classes
         train_data, validation = _load(args, trained)
         soft_targets = _teacher_targets(args.teacher, train_data)
-    except (DatasetError, OSError) as error:  # OSError: TF's 'SavedModel file does not exist at ...'
+    # OSError: TF's 'SavedModel file does not exist at ...'; ModelRepositoryError: a teacher without labels
+    except (DatasetError, ModelRepositoryError, OSError) as error:
         print(f"emostream train: {error}", file=sys.stderr)
         return 2
     print(f"train {train_data.class_counts()}\nvalidation {validation.class_counts()}", flush=True)
     recipe = recipe_of(args, serve)
     started = time.time()
     verbose = 0 if args.quiet else 1
-    model = train(train_data, validation, recipe, args.run_dir, verbose=verbose, soft_targets=soft_targets)
+    model = train(
+        train_data, validation, recipe, args.run_dir, verbose=verbose, soft_targets=soft_targets, callbacks=callbacks
+    )
     indices = serve_indices(trained, serve)
     served = [i for i, t in enumerate(validation.targets) if int(t) in indices]
-    predicted = predict_served(model, validation.images[served].astype("float32") / 255.0, indices, 256)
+    predicted = predict_served(model, validation.images[served].astype("float32"), indices, 256)
     expected = [indices.index(int(validation.targets[i])) for i in served]
     accuracy = float((predicted == expected).mean())
     print(f"validation accuracy on {list(serve)}: {accuracy:.4f}", flush=True)
@@ -186,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     return announce_candidate(args, final, "emostream train")
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str], *, callbacks: Sequence[Any] = ()) -> int:
     parser = OneLineParser(prog="emostream train", description=__doc__)
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    return run(parser.parse_args(argv), callbacks)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -14,39 +15,7 @@ import tensorflow as tf
 
 from emostream_trainer.dataset import Dataset
 from emostream_trainer.model import make_model
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """Every knob of one training run; it is written into the model card."""
-
-    epochs: int = 40
-    batch_size: int = 64
-    learning_rate: float = 2e-3
-    weight_decay: float = 5e-4
-    warmup_epochs: int = 2
-    label_smoothing: float = 0.1
-    width: int = 40  # the shipped model's network (models/emotion/2)
-    first_block_convs: int = 2
-    class_weights: bool = True
-    class_weight_power: float = 1.0
-    mixed_precision: bool = True
-    seed: int = 1337
-    teachers: tuple[str, ...] = ()
-    distill_weight: float = 0.0
-    serve_labels: tuple[str, ...] = field(default=("happy", "neutral", "fear"))
-
-
-def read_recipe(run_dir: Path) -> tuple[Recipe, tuple[str, ...]]:
-    """The recipe and trained labels a run recorded in its recipe.json."""
-    record = json.loads((run_dir / "recipe.json").read_text())
-    trained = tuple(record.pop("trained_labels"))
-    record.setdefault("first_block_convs", 2)  # the only architecture before the knob existed
-    known = {f.name for f in fields(Recipe)}
-    values: dict[str, Any] = {
-        key: tuple(value) if isinstance(value, list) else value for key, value in record.items() if key in known
-    }
-    return Recipe(**values), trained
+from emostream_trainer.recipe import Recipe
 
 
 def configure(recipe: Recipe) -> None:
@@ -85,7 +54,7 @@ class ServedAccuracy(keras.callbacks.Callback):
     def __init__(self, validation: Dataset, indices: list[int], batch_size: int = 256) -> None:
         super().__init__()
         keep = np.isin(validation.targets, indices)
-        self.images = validation.images[keep].astype(np.float32) / 255.0
+        self.images = validation.images[keep].astype(np.float32)
         self.expected = np.asarray([indices.index(int(t)) for t in validation.targets[keep]])
         self.indices = indices
         self.batch_size = batch_size
@@ -97,7 +66,7 @@ class ServedAccuracy(keras.callbacks.Callback):
 
 
 def predict_served(model: keras.Model, images: np.ndarray, indices: list[int], batch_size: int) -> np.ndarray:
-    """Index into `indices` of the most likely served class for each float image."""
+    """Index into `indices` of the most likely served class for each image (pixel values 0-255, as float)."""
     picks: list[np.ndarray] = []
     for start in range(0, len(images), batch_size):
         logits = flip_averaged_logits(model, tf.constant(images[start : start + batch_size]))
@@ -125,7 +94,7 @@ def _dataset(
     soft_targets: np.ndarray | None = None,
     distill_weight: float = 0.0,
 ) -> tf.data.Dataset:
-    images = data.images.astype(np.float32) / 255.0
+    images = data.images.astype(np.float32)
     parts: tuple[np.ndarray, ...] = (images, mixed_targets(data, soft_targets, distill_weight))
     if weights is not None:
         parts = (*parts, weights[data.targets].astype(np.float32))
@@ -153,10 +122,12 @@ def train(
     run_dir: Path,
     verbose: int = 1,
     soft_targets: np.ndarray | None = None,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> keras.Model:
     """Train, resuming from `run_dir` if a run there was interrupted; return the best model.
 
     `soft_targets` (teacher probabilities, [N, classes]) are mixed into the labels by `recipe.distill_weight`.
+    `callbacks` run before the trainer's own at every step (a test stops a run with one).
     """
     configure(recipe)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -187,6 +158,7 @@ def train(
         epochs=recipe.epochs,
         verbose=verbose,
         callbacks=[
+            *callbacks,
             ServedAccuracy(validation, indices),
             keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
             keras.callbacks.ModelCheckpoint(

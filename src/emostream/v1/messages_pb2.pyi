@@ -61,7 +61,7 @@ class Face(_message.Message):
     def __init__(self, camera: _Optional[str] = ..., frame_seq: _Optional[int] = ..., ts_capture_ms: _Optional[int] = ..., face_index: _Optional[int] = ..., faces_in_frame: _Optional[int] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., score: _Optional[float] = ..., crop: _Optional[bytes] = ..., ts_detect_ms: _Optional[int] = ..., frame_width: _Optional[int] = ..., frame_height: _Optional[int] = ...) -> None: ...
 
 class EmotionEvent(_message.Message):
-    __slots__ = ("camera", "frame_seq", "face_index", "ts_capture_ms", "ts_event_ms", "box", "label", "score", "scores", "model", "model_version", "detector_score")
+    __slots__ = ("camera", "frame_seq", "face_index", "ts_capture_ms", "ts_event_ms", "box", "label", "score", "scores", "model", "model_version", "detector_score", "faces_in_frame", "track_id", "smoothed_label", "smoothed_score", "uncertain")
     class ScoresEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +81,11 @@ class EmotionEvent(_message.Message):
     MODEL_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     DETECTOR_SCORE_FIELD_NUMBER: _ClassVar[int]
+    FACES_IN_FRAME_FIELD_NUMBER: _ClassVar[int]
+    TRACK_ID_FIELD_NUMBER: _ClassVar[int]
+    SMOOTHED_LABEL_FIELD_NUMBER: _ClassVar[int]
+    SMOOTHED_SCORE_FIELD_NUMBER: _ClassVar[int]
+    UNCERTAIN_FIELD_NUMBER: _ClassVar[int]
     camera: str
     frame_seq: int
     face_index: int
@@ -93,4 +98,9 @@ class EmotionEvent(_message.Message):
     model: str
     model_version: int
     detector_score: float
-    def __init__(self, camera: _Optional[str] = ..., frame_seq: _Optional[int] = ..., face_index: _Optional[int] = ..., ts_capture_ms: _Optional[int] = ..., ts_event_ms: _Optional[int] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., label: _Optional[str] = ..., score: _Optional[float] = ..., scores: _Optional[_Mapping[str, float]] = ..., model: _Optional[str] = ..., model_version: _Optional[int] = ..., detector_score: _Optional[float] = ...) -> None: ...
+    faces_in_frame: int
+    track_id: str
+    smoothed_label: str
+    smoothed_score: float
+    uncertain: bool
+    def __init__(self, camera: _Optional[str] = ..., frame_seq: _Optional[int] = ..., face_index: _Optional[int] = ..., ts_capture_ms: _Optional[int] = ..., ts_event_ms: _Optional[int] = ..., box: _Optional[_Union[Box, _Mapping]] = ..., label: _Optional[str] = ..., score: _Optional[float] = ..., scores: _Optional[_Mapping[str, float]] = ..., model: _Optional[str] = ..., model_version: _Optional[int] = ..., detector_score: _Optional[float] = ..., faces_in_frame: _Optional[int] = ..., track_id: _Optional[str] = ..., smoothed_label: _Optional[str] = ..., smoothed_score: _Optional[float] = ..., uncertain: _Optional[bool] = ...) -> None: ...
