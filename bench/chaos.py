@@ -384,13 +384,24 @@ def main() -> int:
     parser.add_argument("--model-down-s", type=float, default=30.0)
     parser.add_argument("--model-base", type=Path, default=Path("models/emotion"))
     parser.add_argument("--redis-dir", type=Path, help="run Redis with an append-only file here (default: off)")
+    parser.add_argument(
+        "--quiet-s",
+        type=float,
+        default=240,
+        help="most seconds to wait, before the Redis restart, for hostile "
+        "entries already injected to be dead-lettered (what is left then goes with Redis)",
+    )
+    parser.add_argument(
+        "--drain-s", type=float, default=900, help="most seconds the drain may take (restarted services catch up)"
+    )
+    parser.add_argument("--redis-port", type=int, default=0, help="port of the bench's own Redis (default: a free one)")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (service logs)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     folder = Path(tempfile.mkdtemp(prefix="emostream-chaos-"))
     clip = write_clip(folder / "clip", 60)
-    redis_port, serving_port = free_port(), free_port()
+    redis_port, serving_port = args.redis_port or free_port(), free_port()
     url = f"redis://127.0.0.1:{redis_port}/0"
     server = shutil.which("redis-server")
     if server is None:
@@ -507,12 +518,13 @@ def main() -> int:
         stack.release("model-server")
         phase("redis")
         quiet = True  # no new hostile entries: the ones in Redis when it goes would vanish with it
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + args.quiet_s
         while not malice.all_dead_lettered(observer) and time.monotonic() < deadline:
             tick()
         malice.restarted_after = len(malice.injected)
-        report["restart"] = restart_redis(client, counters, redis_process, redis_args, extra)
-        redis_process = report["restart"].pop("process")  # type: ignore[union-attr]
+        restart = restart_redis(client, counters, redis_process, redis_args, extra)
+        redis_process = restart.pop("process")
+        report["restart"] = restart
         run_for(3)
         quiet = False
         run_for(0.25 * duration - 3)
@@ -524,7 +536,7 @@ def main() -> int:
         for name in ("capture", "capture-overload"):
             if name in stack.services:
                 stack.remove(name)
-        drain_until = time.monotonic() + 300
+        drain_until = time.monotonic() + args.drain_s
         while time.monotonic() < drain_until and not drained(client):
             stack.supervise()
             time.sleep(0.5)
@@ -533,6 +545,8 @@ def main() -> int:
         report["end"] = counters.read(client)
         report["kills"] = dict(kills)
         report["drained"] = drained(client)
+        report["drain_s"] = time.monotonic() - drain_until + args.drain_s
+        report["queued"] = still_queued(client, malice.injected)
     finally:
         observer.stop.set()
         stack.shutdown()
@@ -585,6 +599,22 @@ def drained(client: redis.Redis) -> bool:
     return True
 
 
+def still_queued(client: redis.Redis, injected: list[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
+    """Hostile entries still in Redis unprocessed: in their stream, or still in the camera registry."""
+    queued = set()
+    members = {ascii(member[:80]) for member in client.smembers(names.CAMERAS)}
+    for item in injected:
+        _, stream, entry = item
+        if stream == names.CAMERAS:
+            if entry in members:
+                queued.add(item)
+            continue
+        with contextlib.suppress(redis.RedisError):
+            if client.xrange(stream, entry, entry):
+                queued.add(item)
+    return queued
+
+
 def restart_redis(client, counters, process, redis_args, extra):  # type: ignore[no-untyped-def]
     """SIGKILL Redis and start it again; what was in flight at that moment is the restart's allowance."""
     snapshot = counters.carry(client)
@@ -634,26 +664,31 @@ def print_report(report, observer: Observer, stack: Stack, malice: Malice) -> No
         f"went, persistence off), {lost_other} otherwise; faces not found by the detector "
         f"{max(0, missed_by_detector)}; faces dead-lettered {end['faces_failed']}"
     )
-    print(f"crashes: {len(crashes)} {crashes if crashes else ''}; drained at the end: {report.get('drained')}")
+    print(
+        f"crashes: {len(crashes)} {crashes if crashes else ''}; drained at the end: {report.get('drained')} "
+        f"(drain took {report.get('drain_s', 0):.0f} s)"
+    )
     kinds = Counter(letter.get("kind", "?") for letter in observer.dead_letters)
     print(f"dead letters by reason: {dict(sorted(kinds.items()))}")
-    found = {(letter.get("stream"), letter.get("id")) for letter in observer.dead_letters}
-    missing = [(kind, stream, entry) for kind, stream, entry in malice.injected if (stream, entry) not in found]
+    letters = {(letter.get("stream"), letter.get("id")): letter.get("kind") for letter in observer.dead_letters}
+    right = [item for item in malice.injected if letters.get(item[1:]) == item[0]]
+    wrong = [(item[0], letters[item[1:]]) for item in malice.injected if letters.get(item[1:], item[0]) != item[0]]
+    missing = [item for item in malice.injected if item[1:] not in letters]
     before = set(malice.injected[: max(0, malice.restarted_after)])
-    wiped = [entry for entry in missing if entry in before and not report.get("restart", {}).get("kept")]
-    missing = [entry for entry in missing if entry not in wiped]
-    wrong = [
-        (kind, letter.get("kind"))
-        for kind, stream, entry in malice.injected
-        for letter in observer.dead_letters
-        if (letter.get("stream"), letter.get("id")) == (stream, entry) and letter.get("kind") != kind
-    ]
+    kept = report.get("restart", {}).get("kept")
+    wiped = [item for item in missing if item in before and not kept]  # went with Redis (persistence off)
+    queued = [item for item in missing if item not in wiped and item in report.get("queued", set())]
+    lost = [item for item in missing if item not in wiped and item not in queued]
     print(
         f"malformed entries injected {len(malice.injected)} (+{sum(malice.predict_refusals.values())} oversize "
-        f"Predict calls: {dict(malice.predict_refusals)}); dead-lettered with their reason "
-        f"{len(malice.injected) - len(missing) - len(wrong)}; missing {len(missing)} {missing[:5]}; "
-        f"other reason {len(wrong)} {wrong[:5]}"
+        f"Predict calls: {dict(malice.predict_refusals)}); dead-lettered with their reason {len(right)}; "
+        f"other reason {len(wrong)} {wrong[:5]}; gone with the Redis restart {len(wiped)}; still queued at the "
+        f"end {len(queued)}; lost {len(lost)} {lost[:5]}"
     )
+    by_kind = Counter(kind for kind, _, _ in malice.injected)
+    done_by_kind = Counter(kind for kind, _, _ in right)
+    shares = ", ".join(f"{kind} {done_by_kind[kind]}/{n}" for kind, n in sorted(by_kind.items()))
+    print(f"  dead-lettered/injected by kind: {shares}")
     boundaries: dict[str, Counter[str]] = report.get("boundaries", {})
     order = [p for p in PHASES if p in boundaries]
     print(f"\n{'phase':<11} {'events':>7} {'p50 ms':>8} {'p99 ms':>8} {'dropped':>8}  peak RSS MB per process")
@@ -676,7 +711,12 @@ def print_report(report, observer: Observer, stack: Stack, malice: Malice) -> No
                 "lost_other": lost_other,
                 "crashes": len(crashes),
                 "dead_letters": dict(kinds),
-                "malformed_missing": len(missing),
+                "malformed_injected": len(malice.injected),
+                "malformed_dead_lettered": len(right),
+                "malformed_other_reason": len(wrong),
+                "malformed_wiped": len(wiped),
+                "malformed_queued": len(queued),
+                "malformed_lost": len(lost),
             }
         )
     )
