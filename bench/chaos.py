@@ -2,8 +2,8 @@
 
     uv run python bench/chaos.py [--duration 240] [--cameras 2] [--kills 20] [--malformed 1000] [--overload 4]
 
-Runs a private redis-server, the model server, one detector, one classifier and capture (every camera plays
-the built-in demo: two faces in every frame) and, phase by phase:
+Runs a private redis-server, the model server, one detector, one classifier, the tracker and capture (every camera
+plays the built-in demo: two faces in every frame) and, phase by phase:
 
   calibrate  one camera as fast as the pipeline goes: its frames/s is the machine's capacity
   steady     cameras paced at half the capacity
@@ -212,6 +212,7 @@ class Counters:
         "faces_detected",
         "events",
         "faces_failed",
+        "tracked",
     )
 
     def __init__(self) -> None:
@@ -438,10 +439,13 @@ def main() -> int:
         }
         stack.add(Managed("classifier-1", [*emostream, "classify"], classifier_env))
         stack.add(Managed("detector-1", [*emostream, "detect"], {**env, "EMOSTREAM_CONSUMER": "detector-1"}))
+        # The tracker turns the classifier's scores into the events users read (as `emostream up` runs it).
+        stack.add(Managed("tracker-1", [*emostream, "track"], {**env, "EMOSTREAM_CONSUMER": "tracker-1"}))
         wait(
             lambda: (
                 client.exists(names.heartbeat("detector", "detector-1"))
                 and client.exists(names.heartbeat("classifier", "classifier-1"))
+                and client.exists(names.heartbeat("tracker", "tracker-1"))
             ),
             300,
         )
@@ -584,8 +588,9 @@ def wait(condition, timeout: float) -> None:  # type: ignore[no-untyped-def]
 
 
 def drained(client: redis.Redis) -> bool:
-    """Nothing left unread or unacknowledged in any frame stream or the face stream."""
-    streams = [names.FACES, *(names.frames(m.decode(errors="replace")) for m in client.smembers(names.CAMERAS))]
+    """Nothing left unread or unacknowledged in any frame stream, the face stream or the score stream."""
+    cameras = client.smembers(names.CAMERAS)
+    streams = [names.FACES, names.SCORED, *(names.frames(m.decode(errors="replace")) for m in cameras)]
     for stream in streams:
         try:
             groups = client.xinfo_groups(stream)
@@ -627,15 +632,18 @@ def restart_redis(client, counters, process, redis_args, extra):  # type: ignore
     wait(lambda: ping(client), 20)
     in_flight_frames = snapshot["frames_published"] - snapshot["frames_detected"] - snapshot["frames_failed"]
     in_flight_faces = snapshot["faces_detected"] - snapshot["events"] - snapshot["faces_failed"]
+    in_flight_scored = snapshot["events"] - snapshot["tracked"]  # scored, not yet tracked into an event
     kept = bool(client.exists("chaos:sentinel"))  # not dbsize: services write again within milliseconds
     if kept:  # persistence on: nothing in flight was lost
         counters.carried = Counter()
-        in_flight_frames = in_flight_faces = 0
+        in_flight_frames = in_flight_faces = in_flight_scored = 0
     return {
         "process": process,
         "kept": kept,
         "down_s": time.monotonic() - started,
-        "allowance_faces": FACES_PER_FRAME * max(0, in_flight_frames) + max(0, in_flight_faces),
+        "allowance_faces": FACES_PER_FRAME * max(0, in_flight_frames)
+        + max(0, in_flight_faces)
+        + max(0, in_flight_scored),
     }
 
 
