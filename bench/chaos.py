@@ -641,9 +641,8 @@ def restart_redis(client, counters, process, redis_args, extra):  # type: ignore
         "process": process,
         "kept": kept,
         "down_s": time.monotonic() - started,
-        "allowance_faces": FACES_PER_FRAME * max(0, in_flight_frames)
-        + max(0, in_flight_faces)
-        + max(0, in_flight_scored),
+        "allowance_frames": max(0, in_flight_frames),
+        "allowance_faces": max(0, in_flight_faces) + max(0, in_flight_scored),
     }
 
 
@@ -653,12 +652,18 @@ def print_report(report, observer: Observer, stack: Stack, malice: Malice) -> No
     delivered = len(valid)
     duplicates = sum(n - 1 for n in valid.values())
     expected = FACES_PER_FRAME * (end["frames_published"] - end["frames_failed"])
-    missed_by_detector = FACES_PER_FRAME * end["frames_detected"] - end["faces_detected"]
+    # The detector is not perfect: it may find fewer or more faces than the clip's two in a frame. Losses
+    # are counted per stage: frames never detected (two faces each), and faces detected without an event.
+    missed_by_detector = max(0, FACES_PER_FRAME * end["frames_detected"] - end["faces_detected"])
+    extra_by_detector = max(0, end["faces_detected"] - FACES_PER_FRAME * end["frames_detected"])
     restart = report.get("restart", {})
-    allowance = int(restart.get("allowance_faces", 0))
-    unaccounted = expected - delivered - max(0, missed_by_detector) - end["faces_failed"]
-    lost_to_restart = min(max(0, unaccounted), allowance)
-    lost_other = max(0, unaccounted - allowance)
+    allowance_frames = int(restart.get("allowance_frames", 0))
+    allowance_faces = int(restart.get("allowance_faces", 0))
+    allowance = FACES_PER_FRAME * allowance_frames + allowance_faces
+    frames_lost = max(0, end["frames_published"] - end["frames_detected"] - end["frames_failed"])
+    faces_lost = max(0, end["faces_detected"] - end["faces_failed"] - delivered)
+    lost_to_restart = FACES_PER_FRAME * min(frames_lost, allowance_frames) + min(faces_lost, allowance_faces)
+    lost_other = FACES_PER_FRAME * max(0, frames_lost - allowance_frames) + max(0, faces_lost - allowance_faces)
     crashes = [crash for service in stack.services.values() for crash in service.crashes]
     print("\n== emostream chaos figures")
     print(f"capacity: {report.get('capacity_fps', 0):.1f} frames/s (2 faces each); kills: {report.get('kills')}")
@@ -666,11 +671,13 @@ def print_report(report, observer: Observer, stack: Stack, malice: Malice) -> No
         f"frames published {end['frames_published']}, dropped at capture (overload, counted) "
         f"{end['frames_dropped']}, dead-lettered {end['frames_failed']}"
     )
-    print(f"faces expected {expected}; events delivered {delivered}; duplicates {duplicates}")
+    print(
+        f"faces expected {expected}; faces detected {end['faces_detected']} (missed {missed_by_detector}, "
+        f"extra {extra_by_detector}); events delivered {delivered}; duplicates {duplicates}"
+    )
     print(
         f"events lost: {lost_to_restart} to the Redis restart (allowance: {allowance} faces in flight when it "
-        f"went, persistence off), {lost_other} otherwise; faces not found by the detector "
-        f"{max(0, missed_by_detector)}; faces dead-lettered {end['faces_failed']}"
+        f"went, persistence off), {lost_other} otherwise; faces dead-lettered {end['faces_failed']}"
     )
     print(
         f"crashes: {len(crashes)} {crashes if crashes else ''}; drained at the end: {report.get('drained')} "
