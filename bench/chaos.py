@@ -677,7 +677,8 @@ def print_report(report, observer: Observer, stack: Stack, malice: Malice) -> No
     )
     print(
         f"events lost: {lost_to_restart} to the Redis restart (allowance: {allowance} faces in flight when it "
-        f"went, persistence off), {lost_other} otherwise; faces dead-lettered {end['faces_failed']}"
+        f"went, persistence {'on' if restart.get('kept') else 'off'}), {lost_other} otherwise; "
+        f"faces dead-lettered {end['faces_failed']}"
     )
     print(
         f"crashes: {len(crashes)} {crashes if crashes else ''}; drained at the end: {report.get('drained')} "
