@@ -82,3 +82,35 @@ def test_what_a_crash_of_redis_loses(tmp_path: Path, persist: bool) -> None:
         assert client is not None
         assert after == {"frames": 0, "pending": [], "events": 0, "marker": False, "progress": {}, "cameras": set()}
     assert not list(tmp_path.glob("*.rdb")) and not list(tmp_path.glob("appendonly*"))  # off: nothing on disk
+
+
+@pytest.mark.parametrize("persist", [False, True], ids=["persistence-off", "persistence-on"])
+def test_what_a_clean_shutdown_of_redis_loses(tmp_path: Path, persist: bool) -> None:
+    # SIGTERM (systemd, docker stop, `up` stopping): with persistence on even the last writes are kept.
+    port = free_port()
+    args = redis_server_args(str(shutil.which("redis-server")), port, tmp_path, tmp_path / "data" if persist else None)
+    (tmp_path / "data").mkdir()
+    server, client = start(args, port)
+    try:
+        frames = names.frames("door")
+        for seq in range(5):
+            client.xadd(frames, {"pb": f"frame {seq}"})
+        client.xgroup_create(frames, names.DETECTOR_GROUP, id="0")
+        client.xreadgroup(names.DETECTOR_GROUP, "d1", {frames: ">"}, count=2)
+        client.xadd(names.EVENTS, {"camera": "door"})
+        client.set(names.seen("face", "door:1:0:5"), 1, ex=3600)
+        client.hset(names.progress("door"), mapping={"frames_published": 5})
+        client.sadd(names.CAMERAS, "door")
+        before = state(client)
+        server.terminate()  # at once: no second for the fsync to catch up
+        assert server.wait(10) == 0
+        server, client = start(args, port)
+        after = state(client)
+    finally:
+        server.kill()
+        server.wait()
+    if persist:
+        assert after == before and before["pending"] == [2]
+    else:
+        assert after == {"frames": 0, "pending": [], "events": 0, "marker": False, "progress": {}, "cameras": set()}
+    assert not list(tmp_path.glob("*.rdb")) and not list(tmp_path.glob("appendonly*"))

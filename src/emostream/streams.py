@@ -137,7 +137,21 @@ def add_dead_letter(
     fields: Mapping[bytes, bytes] | None = None,
 ) -> None:
     """Queue on `pipe` one dead-letter record and its count by `kind`."""
-    record: dict[str | bytes, str | bytes] = {
+    record = dead_letter_record(stream, entry_id, group, reason, kind, fields)
+    pipe.xadd(names.DEAD_LETTERS, record, maxlen=DEAD_LETTERS_MAXLEN, approximate=True)
+    pipe.hincrby(names.DEAD_LETTER_COUNTS, kind, 1)
+
+
+def dead_letter_record(
+    stream: str,
+    entry_id: bytes | str,
+    group: str,
+    reason: str,
+    kind: str,
+    fields: Mapping[bytes, bytes] | None = None,
+) -> dict[str | bytes, str | bytes]:
+    """The fields of one dead-letter entry."""
+    return {
         "stream": stream,
         "id": entry_id,
         "group": group,
@@ -146,8 +160,6 @@ def add_dead_letter(
         # Field names and sizes only: the payload may hold a face, which is not kept.
         "fields": ",".join(f"{key.decode(errors='replace')}:{len(value)}" for key, value in (fields or {}).items()),
     }
-    pipe.xadd(names.DEAD_LETTERS, record, maxlen=DEAD_LETTERS_MAXLEN, approximate=True)
-    pipe.hincrby(names.DEAD_LETTER_COUNTS, kind, 1)
 
 
 class Consumer(Generic[T]):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -16,7 +17,7 @@ import pytest
 import redis
 from emostream_detector import model_file
 from emostream_detector.detection import FaceFinder, clip_box, square_crop
-from emostream_detector.detector import Detector
+from emostream_detector.detector import Detector, frame_streams
 from emostream_detector.settings import DetectorSettings
 
 from emostream import names, wire
@@ -342,6 +343,23 @@ def test_bad_registry_entries_are_dead_lettered_and_never_stop_the_detector(
     assert all("\n" not in letter["reason"] and len(letter["reason"]) < 400 for letter in letters)
     counts = {k.decode(): int(v) for k, v in redis_client.hgetall(names.DEAD_LETTER_COUNTS).items()}
     assert counts == {"bad_camera": 3, "bad_stream": 1}
+
+
+class DiesBeforeItsPipeline(redis.Redis):
+    """A replica killed right after its single commands: the pipeline it would send next never arrives."""
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> redis.client.Pipeline:
+        raise redis.ConnectionError("the replica was killed here")
+
+
+def test_a_bad_registry_entry_is_never_removed_without_its_dead_letter(redis_client: redis.Redis) -> None:
+    redis_client.sadd(names.CAMERAS, b"\xff\xfe")
+    dying = DiesBeforeItsPipeline(connection_pool=redis_client.connection_pool)
+    with contextlib.suppress(redis.ConnectionError):
+        frame_streams(dying)
+    assert redis_client.smembers(names.CAMERAS) == set()
+    assert [letter["kind"] for letter in dead_letters(redis_client)] == ["bad_camera"]
+    assert redis_client.hgetall(names.DEAD_LETTER_COUNTS) == {b"bad_camera": b"1"}
 
 
 def test_a_jpeg_too_large_is_refused_from_its_header_before_decoding(

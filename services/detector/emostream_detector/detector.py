@@ -9,7 +9,15 @@ import redis
 
 from emostream import metrics, names
 from emostream.names import Progress
-from emostream.streams import Consumer, Message, Once, Publisher, add_dead_letter, publish_once
+from emostream.streams import (
+    DEAD_LETTERS_MAXLEN,
+    Consumer,
+    Message,
+    Once,
+    Publisher,
+    dead_letter_record,
+    publish_once,
+)
 from emostream.telemetry import Meter
 from emostream.wire import Face, Frame, WireError, check_camera, decode_frame, encode_face
 from emostream_detector.detection import FaceFinder
@@ -60,15 +68,26 @@ def frame_streams(client: redis.Redis, log: logging.Logger | None = None) -> lis
     return streams
 
 
+# Removal and dead letter in one step: a replica killed between the two would lose the entry unrecorded.
+_REMOVE_CAMERA = """
+if redis.call('SREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+local args = {'XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*'}
+for i = 4, #ARGV do args[#args + 1] = ARGV[i] end
+redis.call(unpack(args))
+redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
+return 1
+"""
+
+
 def remove_camera(client: redis.Redis, member: bytes, reason: str, kind: str, log: logging.Logger | None) -> None:
     """Take a bad entry out of the camera registry and dead-letter it; only the replica that removed it records it."""
-    if not client.srem(names.CAMERAS, member):
-        return
-    if log:
+    record = dead_letter_record(names.CAMERAS, ascii(member[:80]), names.DETECTOR_GROUP, reason, kind)
+    args: list[str | bytes | int] = [member, DEAD_LETTERS_MAXLEN, kind]
+    for key, value in record.items():
+        args += [key, value]
+    keys = [names.CAMERAS, names.DEAD_LETTERS, names.DEAD_LETTER_COUNTS]
+    if client.register_script(_REMOVE_CAMERA)(keys=keys, args=args) and log:
         log.error("removed camera registry entry %r: %s", member[:40], reason)
-    pipe = client.pipeline()
-    add_dead_letter(pipe, names.CAMERAS, ascii(member[:80]), names.DETECTOR_GROUP, reason, kind)
-    pipe.execute()
 
 
 class Detector:
