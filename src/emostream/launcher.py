@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
@@ -120,6 +121,7 @@ class Children:
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
         self.running: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.relays: list[threading.Thread] = []
 
     def start(self, name: str, args: list[str], **env: str) -> subprocess.Popen[bytes]:
         full = {**self.env, **env}
@@ -127,7 +129,7 @@ class Children:
         stderr = subprocess.PIPE if quiet else None
         process = subprocess.Popen(args, env=full, stderr=stderr, preexec_fn=_die_with_parent)
         if process.stderr is not None:  # native libraries' start-up chatter is dropped, the rest passes
-            relay(process.stderr, _write_stderr, lambda line: not chatter(line))
+            self.relays.append(relay(process.stderr, _write_stderr, lambda line: not chatter(line)))
         self.running.append((name, process))
         return process
 
@@ -155,6 +157,8 @@ class Children:
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
+            for thread in self.relays:  # the children's last lines reach stderr before `up` ends
+                thread.join(timeout=1.0)
 
 
 def redis_server_args(server: str, port: int, folder: Path, data_dir: Path | None) -> list[str]:
