@@ -355,9 +355,8 @@ def child_env(environ: dict[str, str]) -> dict[str, str]:
     return {**third_party_log_env(level), **environ, "EMOSTREAM_LOG_LEVEL": level}
 
 
-def start_services(settings: UpSettings, children: Children, client: redis.Redis, started: float) -> None:
-    """Start the model server and every replica at once (each loads in parallel); wait until all are ready."""
-    target = start_model_server(settings, children)
+def start_services(settings: UpSettings, children: Children, client: redis.Redis, target: str, started: float) -> None:
+    """Start every replica at once (each loads in parallel, the model server too); wait until all are ready."""
     commands = {"classifier": "classify", "detector": "detect", "tracker": "track"}
     service_env = {
         "classifier": {
@@ -386,7 +385,9 @@ def run(settings: UpSettings, started: float) -> int:
     with ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="emostream-up-")))
         stack.callback(children.stop)  # runs first: every child has ended before its temp folder goes
-        if settings.sources:  # a bad source stops here, before anything has started
+        # The model server loads longest and needs neither Redis nor the sources: it starts first.
+        target = start_model_server(settings, children)
+        if settings.sources:  # a bad source stops here, before any stream service has started
             sources, cameras = settings.sources, check_sources(settings.sources, children.env)
         else:
             sources, cameras = default_sources(scratch, children.env)
@@ -395,7 +396,7 @@ def run(settings: UpSettings, started: float) -> int:
         client = connect(redis_url)
         start = last_event_id(client)  # before any service starts: no event of this run is missed
         reset_progress(client, cameras)
-        start_services(settings, children, client, started)
+        start_services(settings, children, client, target, started)
         if settings.viewer_port:
             children.emostream("viewer", ["view", "--port", str(settings.viewer_port)])
             print(f"{PROG}: viewer on http://127.0.0.1:{settings.viewer_port}/", file=sys.stderr)
