@@ -12,6 +12,11 @@ label accuracy per face-size bucket, once as fast as the pipeline goes and once
 paced at --fps. Extra arguments go to `emostream up` (e.g. --range near, or
 `--model-config-file F`); the last run's events and shadow counters stay in the
 Redis db for `emostream deploy shadow`.
+
+With `--speed` it prints instead, in one run, what issue-sized speed goals are judged on:
+launch-to-first-event time, capture-to-event p50/p99 paced at 30 fps for one camera and at
+15 fps for four cameras, flood frames/s of the pipeline and of bench/seed_loop.py on the same
+video, and the peak resident memory (VmHWM) of every process.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,10 +150,77 @@ def score(events: list[dict[str, str]], truths: list[Truth]) -> dict[str, object
     }
 
 
-def run_once(video: Path, redis_url: str, realtime: bool, extra: list[str]) -> tuple[float, list[dict[str, str]]]:
+def children_of(pid: int) -> list[int]:
+    """Every process below `pid` (Linux /proc)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        frontier = [child for child, parent in parents.items() if parent in frontier]
+        found += frontier
+    return found
+
+
+def process_label(pid: int) -> str:
+    """`up`, `detect`, `classify`, ... for `python -m emostream.cli <command>`; else the program's name."""
+    args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    if "emostream.cli" in args:
+        return args[args.index("emostream.cli") + 1]
+    return Path(args[0]).name
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class PeakMemory:
+    """Samples the peak resident memory of a process tree until stopped; the largest per label wins."""
+
+    def __init__(self, root: int, every_s: float = 0.25) -> None:
+        self.root = root
+        self.every_s = every_s
+        self.peaks: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            for pid in [self.root, *children_of(self.root)]:
+                try:
+                    label, peak = process_label(pid), peak_rss_mb(pid)
+                except (OSError, IndexError):
+                    continue  # ended between the listing and the read
+                if label and peak >= 10:  # not the compiler ctypes runs to find a library
+                    self.peaks[label] = round(max(peak, self.peaks.get(label, 0.0)))
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        return dict(sorted(self.peaks.items()))
+
+
+@dataclass
+class Run:
+    elapsed_s: float
+    first_event_s: float | None
+    events: list[dict[str, str]]
+    peak_rss_mb: dict[str, float]
+
+
+def run_up(sources: list[str], redis_url: str, realtime: bool, extra: list[str]) -> Run:
+    """One `emostream up --once` over `sources`: its events, launch-to-first-event time and peak memory."""
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
-    started = time.monotonic()
+    launched_wall, started = time.time(), time.monotonic()
     command = [
         sys.executable,
         "-m",
@@ -160,12 +233,25 @@ def run_once(video: Path, redis_url: str, realtime: bool, extra: list[str]) -> t
         "900",
         "--realtime" if realtime else "--no-realtime",
         *extra,
-        str(video),
+        *sources,
     ]
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, env={**os.environ, "EMOSTREAM_REDIS_URL": redis_url})
+    env = {**os.environ, "EMOSTREAM_REDIS_URL": redis_url}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, env=env)
+    memory = PeakMemory(process.pid)
+    code = process.wait()
+    peaks = memory.stop()
+    if code != 0:
+        raise SystemExit(f"emostream up exited with code {code}")
     elapsed = time.monotonic() - started
     events = [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in client.xrange("emostream:events")]
-    return elapsed, events
+    first = min((int(e["ts_event_ms"]) for e in events), default=None)
+    first_s = None if first is None else round(first / 1000 - launched_wall, 2)
+    return Run(elapsed, first_s, events, peaks)
+
+
+def run_once(video: Path, redis_url: str, realtime: bool, extra: list[str]) -> tuple[float, list[dict[str, str]]]:
+    run = run_up([str(video)], redis_url, realtime, extra)
+    return run.elapsed_s, run.events
 
 
 def summarise(events: list[dict[str, str]], frames: int, truths: list[Truth], label: str) -> dict[str, object]:
@@ -187,6 +273,55 @@ def summarise(events: list[dict[str, str]], frames: int, truths: list[Truth], la
     }
 
 
+def seed_loop(frames: int, data: Path) -> dict[str, object]:
+    """bench/seed_loop.py in its own process: its JSON line, with its peak resident memory."""
+    script = Path(__file__).with_name("seed_loop.py")
+    result = subprocess.run(
+        [sys.executable, str(script), "--frames", str(frames), "--data", str(data)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    figures: dict[str, object] = json.loads(result.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def speed(args: argparse.Namespace, extra: list[str], faces: list[tuple[np.ndarray, str]], folder: Path) -> None:
+    """The speed figures, each on its own JSON line, then one summary line."""
+    at_30, at_15 = folder / "bench30.avi", folder / "bench15.avi"
+    truths = compose("near", faces, args.frames, 30.0, at_30)
+    compose("near", faces, args.frames, 15.0, at_15)
+    summary: dict[str, object] = {"load_1min": round(os.getloadavg()[0], 2), "cpus": os.cpu_count()}
+    cases = (
+        ("1 camera at 30 fps", [str(at_30)], True, "1cam_30fps"),
+        ("4 cameras at 15 fps", [f"cam{i}={at_15}" for i in range(1, 5)], True, "4cam_15fps"),
+        ("1 camera, as fast as possible", [str(at_30)], False, "flood"),
+    )
+    for mode, sources, realtime, key in cases:
+        run = run_up(sources, args.redis_url, realtime, extra)
+        figures = summarise(run.events, args.frames * len(sources), truths, mode)  # every camera plays the same video
+        figures |= {
+            "first_event_s": run.first_event_s,
+            "wall_s": round(run.elapsed_s, 1),
+            "peak_rss_mb": run.peak_rss_mb,
+        }
+        print(json.dumps(figures), flush=True)
+        summary[f"{key}_first_event_s"] = run.first_event_s
+        if realtime:
+            summary[f"{key}_p50_ms"], summary[f"{key}_p99_ms"] = figures["latency_p50_ms"], figures["latency_p99_ms"]
+        else:
+            summary["flood_frames_per_s"] = figures["frames_per_s"]
+        for label, peak in run.peak_rss_mb.items():
+            summary[f"peak_rss_mb_{label}"] = max(peak, float(summary.get(f"peak_rss_mb_{label}", 0.0)))  # type: ignore[arg-type]
+    seed = seed_loop(args.frames, args.data)
+    print(json.dumps(seed), flush=True)
+    summary["seed_loop_frames_per_s"] = seed["frames_per_s"]
+    summary["peak_rss_mb_seed_loop"] = seed["peak_rss_mb"]
+    summary["flood_vs_seed_loop"] = round(float(summary["flood_frames_per_s"]) / float(seed["frames_per_s"]), 2)  # type: ignore[arg-type]
+    summary["load_1min_after"] = round(os.getloadavg()[0], 2)
+    print(json.dumps({"mode": "summary", **summary}), flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/fer2013/validation"))
@@ -196,9 +331,13 @@ def main() -> int:
     parser.add_argument("--redis-url", default=os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9"))
     parser.add_argument("--skip-paced", action="store_true")
     parser.add_argument("--skip-fast", action="store_true", help="only the paced run")
+    parser.add_argument("--speed", action="store_true", help="the speed figures (near scenario) instead")
     args, extra = parser.parse_known_args()
     faces = load_faces(args.data, per_class=200, seed=0)
     with tempfile.TemporaryDirectory() as folder:
+        if args.speed:
+            speed(args, extra, faces, Path(folder))
+            return 0
         video = Path(folder) / "bench.avi"
         truths = compose(args.scenario, faces, args.frames, args.fps, video)
         if not args.skip_fast:

@@ -18,6 +18,7 @@ import redis
 from emostream_modelserver.server import RunningServer
 
 from emostream.demo import demo_frames
+from emostream.native_logs import chatter
 from tests.conftest import LABELS, MODEL_NAME
 from tests.helpers.waiting import free_port
 
@@ -117,6 +118,17 @@ def test_up_once_gives_one_event_per_face_from_the_stable_version(
     video = write_video(tmp_path / "hallway.avi", 20)
     result = run_up(["--model-base", str(base), str(video)], redis_url, detector_model_path, tmp_path)
     check_events(result, "hallway", 20)
+    check_start_up_lines(result.stderr)
+
+
+def check_start_up_lines(stderr: str) -> None:
+    """What `up` waits for, then one line per service as it becomes ready, and no native library chatter."""
+    lines = stderr.splitlines()
+    assert lines[0] == "emostream up: waiting for model server, classifier-1, detector-1, tracker-1", lines
+    ready = [line.split(" ready")[0].removeprefix("emostream up: ") for line in lines[1:5]]
+    assert sorted(ready) == ["classifier-1", "detector-1", "model server", "tracker-1"], lines
+    assert ready.index("model server") < ready.index("classifier-1")  # a classifier is ready once its model is
+    assert [line for line in lines if chatter(line)] == []
 
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")

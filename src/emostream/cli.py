@@ -12,6 +12,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from emostream.errors import EmostreamError
+from emostream.light_imports import tensorflow_protos_only
+from emostream.native_logs import third_party_log_env
 
 # subcommand -> (module, function, one-line help, package that provides it)
 COMMANDS: dict[str, tuple[str, str, str, str]] = {
@@ -67,6 +69,11 @@ COMMANDS: dict[str, tuple[str, str, str, str]] = {
 }
 
 
+# Commands whose process never runs TensorFlow, though it may import its protos (classify) or be
+# offered it (MediaPipe in detect): they load those modules without TensorFlow's runtime.
+WITHOUT_TENSORFLOW = frozenset({"up", "events", "health", "capture", "detect", "classify", "track", "view"})
+
+
 def _usage() -> str:
     width = max(map(len, COMMANDS))
     lines = [f"  {name:<{width}}  {help_text}" for name, (_, _, help_text, _) in COMMANDS.items()]
@@ -86,8 +93,9 @@ def resolve(command: str) -> Callable[[list[str]], int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter hides real logs
-    os.environ.setdefault("GLOG_minloglevel", "2")  # likewise MediaPipe's
+    # TensorFlow's and MediaPipe's C++ start-up chatter hides real logs unless the level asks for it
+    for name, value in third_party_log_env(os.environ.get("EMOSTREAM_LOG_LEVEL", "INFO")).items():
+        os.environ.setdefault(name, value)
     # TensorFlow turns oneDNN on only for CPUs with AVX-512 VNNI/BF16 or AMX; on AVX2 it still serves ~20 % faster
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     args = list(sys.argv[1:] if argv is None else argv)
@@ -97,6 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[0] not in COMMANDS:
         print(f"emostream: unknown command {args[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    if argv is None and args[0] in WITHOUT_TENSORFLOW:  # a process of its own, not a call from other code
+        tensorflow_protos_only()
     command = resolve(args[0])
     try:
         return command(args[1:])

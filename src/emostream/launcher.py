@@ -1,14 +1,19 @@
 """`emostream up`: run the whole system locally as child processes and print its events.
 
-It starts what is missing: a private redis-server when none answers, the
-project's model server, then classifier and detector replicas, and capture once
-they are ready. With `--once` it exits when every finite source has been
-captured, every frame detected and every face has its event.
+It starts what is missing: a private redis-server when none answers, then the
+project's model server and every classifier, detector and tracker replica at
+once, and capture when all of them are ready, saying on stderr what it waits
+for and who became ready. With `--once` it exits when every finite source has
+been captured, every frame detected and every face has its event.
+
+It imports no service package (nor TensorFlow, MediaPipe or OpenCV): each
+service is a child process, and sources are checked by `emostream capture --check`.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -16,8 +21,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from types import FrameType
@@ -31,6 +37,7 @@ from pydantic_settings import SettingsConfigDict
 from emostream import names
 from emostream.connection import RedisUnavailable, connect, redact
 from emostream.events_command import TABLE_HEADER, follow, format_event, last_event_id
+from emostream.native_logs import chatter, relay, third_party_log_env, verbose
 from emostream.settings import CommonSettings, load
 from emostream.telemetry import healthy
 
@@ -103,15 +110,26 @@ def signals_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
+def _write_stderr(line: bytes) -> None:
+    sys.stderr.buffer.write(line)
+    sys.stderr.buffer.flush()
+
+
 class Children:
     """Child processes, stopped in reverse order of start."""
 
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
         self.running: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.relays: list[threading.Thread] = []
 
     def start(self, name: str, args: list[str], **env: str) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(args, env={**self.env, **env}, preexec_fn=_die_with_parent)
+        full = {**self.env, **env}
+        quiet = not verbose(full.get("EMOSTREAM_LOG_LEVEL", "INFO"))
+        stderr = subprocess.PIPE if quiet else None
+        process = subprocess.Popen(args, env=full, stderr=stderr, preexec_fn=_die_with_parent)
+        if process.stderr is not None:  # native libraries' start-up chatter is dropped, the rest passes
+            self.relays.append(relay(process.stderr, _write_stderr, lambda line: not chatter(line)))
         self.running.append((name, process))
         return process
 
@@ -139,6 +157,8 @@ class Children:
                 except subprocess.TimeoutExpired:
                     process.kill()
                     process.wait()
+            for thread in self.relays:  # the children's last lines reach stderr before `up` ends
+                thread.join(timeout=1.0)
 
 
 def redis_server_args(server: str, port: int, folder: Path, data_dir: Path | None) -> list[str]:
@@ -194,25 +214,38 @@ def ensure_redis(url: str, children: Children, folder: Path, data_dir: Path | No
             time.sleep(0.1)
 
 
-def webcam_available() -> bool:
-    if not Path("/dev/video0").exists():
-        return False
-    import cv2
-
-    capture = cv2.VideoCapture(0)
-    try:
-        return bool(capture.isOpened())
-    finally:
-        capture.release()
+class BadSource(ValueError):
+    """A source that capture cannot use; the message is capture's one line about it."""
 
 
-def default_sources(scratch: Path) -> list[str]:
-    if webcam_available():
-        return ["webcam=0"]
+def check_sources(sources: list[str], env: dict[str, str]) -> list[str]:
+    """The sources' camera ids, as `emostream capture --check` reads them (a webcam must open)."""
+    command = [
+        sys.executable,
+        "-m",
+        "emostream.cli",
+        "capture",
+        "--check",
+        *(a for s in sources for a in ("--sources", s)),
+    ]
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines() or [f"capture --check exited with code {result.returncode}"]
+        raise BadSource(lines[-1].removeprefix("emostream capture: "))
+    cameras: list[str] = json.loads(result.stdout)
+    return cameras
+
+
+def default_sources(scratch: Path, env: dict[str, str]) -> tuple[list[str], list[str]]:
+    """The webcam if one opens, else the built-in demo; with their camera ids."""
+    if Path("/dev/video0").exists():
+        with suppress(BadSource):
+            return ["webcam=0"], check_sources(["webcam=0"], env)
     from emostream.demo import write_demo
 
     print(f"{PROG}: no source given and no webcam: playing the built-in demo", file=sys.stderr)
-    return [f"demo={write_demo(scratch / 'demo')}"]
+    sources = [f"demo={write_demo(scratch / 'demo')}"]
+    return sources, check_sources(sources, env)
 
 
 def model_config(settings: UpSettings) -> Path | None:
@@ -244,13 +277,6 @@ def start_model_server(settings: UpSettings, children: Children) -> str:
     return f"127.0.0.1:{port}"
 
 
-def wait_for_model(target: str, model_name: str, timeout_s: float = 120.0) -> None:
-    from emostream_classifier.tf_serving import ServingClient
-
-    with ServingClient(target, model_name) as client:
-        client.wait_ready(timeout_s)
-
-
 def finished(client: redis.Redis, cameras: list[str]) -> bool:
     """Every camera captured to its end, every frame detected, every face classified."""
     for camera in cameras:
@@ -272,10 +298,15 @@ class NotReady(RuntimeError):
 
 
 def wait_for_replicas(
-    client: redis.Redis, children: Children, replicas: list[tuple[str, str]], timeout_s: float = 120.0
+    client: redis.Redis,
+    children: Children,
+    replicas: list[tuple[str, str]],
+    timeout_s: float = 120.0,
+    on_ready: Callable[[str, str], None] | None = None,
 ) -> None:
     """Block until every (service, consumer) has written its heartbeat, i.e. loaded its model and
-    entered its loop, so that capture does not start into a backlog that skews every latency."""
+    entered its loop, so that capture does not start into a backlog that skews every latency.
+    `on_ready(service, consumer)` is called once for each, as it becomes ready."""
     deadline = time.monotonic() + timeout_s
     waiting = list(replicas)
     while waiting:
@@ -284,15 +315,33 @@ def wait_for_replicas(
             raise NotReady(failure)
         if time.monotonic() > deadline:
             raise NotReady(f"not ready after {timeout_s:.0f}s: {', '.join(c for _, c in waiting)}")
-        waiting = [(service, consumer) for service, consumer in waiting if not healthy(client, service, consumer)]
+        ready = [(service, consumer) for service, consumer in waiting if healthy(client, service, consumer)]
+        for service, consumer in ready:
+            waiting.remove((service, consumer))
+            if on_ready is not None:
+                on_ready(service, consumer)
         if waiting:
-            time.sleep(0.1)
+            time.sleep(0.05)
 
 
-def camera_ids(sources: list[str]) -> list[str]:
-    from emostream_capture.sources import parse_sources
+class Announcer:
+    """Says on stderr what `up` waits for, then one line per service as it becomes ready."""
 
-    return [source.camera for source in parse_sources(sources, 10.0)]
+    def __init__(self, started: float, model_server: str | None) -> None:
+        self.started = started
+        self.model_server = model_server  # its address if `up` started it: ready when a classifier is
+
+    def waiting(self, replicas: list[tuple[str, str]]) -> None:
+        awaited = ["model server"] if self.model_server else []
+        awaited += [consumer for _, consumer in replicas]
+        print(f"{PROG}: waiting for {', '.join(awaited)}", file=sys.stderr, flush=True)
+
+    def ready(self, service: str, consumer: str) -> None:
+        elapsed = time.monotonic() - self.started
+        if service == "classifier" and self.model_server:  # a classifier is ready once its model answers
+            print(f"{PROG}: model server ready at {self.model_server} ({elapsed:.1f}s)", file=sys.stderr)
+            self.model_server = None
+        print(f"{PROG}: {consumer} ready ({elapsed:.1f}s)", file=sys.stderr, flush=True)
 
 
 def reset_progress(client: redis.Redis, cameras: list[str]) -> None:
@@ -300,43 +349,54 @@ def reset_progress(client: redis.Redis, cameras: list[str]) -> None:
     client.delete(*(names.progress(camera) for camera in cameras))
 
 
-def run(settings: UpSettings) -> int:
-    children = Children({**os.environ, "EMOSTREAM_LOG_LEVEL": os.environ.get("EMOSTREAM_LOG_LEVEL", "WARNING")})
+def child_env(environ: dict[str, str]) -> dict[str, str]:
+    """The children's environment: warnings and up by default, and third-party logs as quiet as that level."""
+    level = environ.get("EMOSTREAM_LOG_LEVEL", "WARNING")
+    return {**third_party_log_env(level), **environ, "EMOSTREAM_LOG_LEVEL": level}
+
+
+def start_services(settings: UpSettings, children: Children, client: redis.Redis, target: str, started: float) -> None:
+    """Start every replica at once (each loads in parallel, the model server too); wait until all are ready."""
+    commands = {"classifier": "classify", "detector": "detect", "tracker": "track"}
+    service_env = {
+        "classifier": {
+            "CLASSIFIER_SERVING_TARGET": target,
+            "CLASSIFIER_MODEL_NAME": settings.model_name,
+            "CLASSIFIER_MODEL_BASE": str(settings.model_base),
+            # With a model config the classifiers ask for the served label and shadow the candidate.
+            "CLASSIFIER_VERSION_LABEL": "stable" if model_config(settings) is not None else "",
+        },
+        "detector": {},
+        "tracker": {},
+    }
+    replicas = [("classifier", f"classifier-{i + 1}") for i in range(settings.classifiers)]
+    replicas += [("detector", f"detector-{i + 1}") for i in range(settings.detectors)]
+    replicas += [("tracker", "tracker-1")]  # one tracker follows every camera in frame order
+    client.delete(*(names.heartbeat(service, consumer) for service, consumer in replicas))
+    for service, consumer in replicas:
+        children.emostream(consumer, [commands[service]], EMOSTREAM_CONSUMER=consumer, **service_env[service])
+    announcer = Announcer(started, None if settings.serving_target else target)
+    announcer.waiting(replicas)
+    wait_for_replicas(client, children, replicas, settings.ready_timeout_s, announcer.ready)
+
+
+def run(settings: UpSettings, started: float) -> int:
+    children = Children(child_env(dict(os.environ)))
     with ExitStack() as stack:
         scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="emostream-up-")))
         stack.callback(children.stop)  # runs first: every child has ended before its temp folder goes
-        sources = settings.sources or default_sources(scratch)
-        cameras = camera_ids(sources)  # a bad source stops here, before anything has started
+        # The model server loads longest and needs neither Redis nor the sources: it starts first.
+        target = start_model_server(settings, children)
+        if settings.sources:  # a bad source stops here, before any stream service has started
+            sources, cameras = settings.sources, check_sources(settings.sources, children.env)
+        else:
+            sources, cameras = default_sources(scratch, children.env)
         redis_url = ensure_redis(settings.redis_url, children, scratch, settings.redis_dir)
         children.env["EMOSTREAM_REDIS_URL"] = redis_url
         client = connect(redis_url)
         start = last_event_id(client)  # before any service starts: no event of this run is missed
         reset_progress(client, cameras)
-        from emostream_detector.model_file import default_dir, fetch
-
-        detector_models = Path(os.environ.get("DETECTOR_MODEL_DIR", default_dir()))
-        fetch(detector_models)
-        target = start_model_server(settings, children)
-        wait_for_model(target, settings.model_name)
-        commands = {"classifier": "classify", "detector": "detect", "tracker": "track"}
-        service_env = {
-            "classifier": {
-                "CLASSIFIER_SERVING_TARGET": target,
-                "CLASSIFIER_MODEL_NAME": settings.model_name,
-                "CLASSIFIER_MODEL_BASE": str(settings.model_base),
-                # With a model config the classifiers ask for the served label and shadow the candidate.
-                "CLASSIFIER_VERSION_LABEL": "stable" if model_config(settings) is not None else "",
-            },
-            "detector": {"DETECTOR_MODEL_DIR": str(detector_models)},
-            "tracker": {},
-        }
-        replicas = [("classifier", f"classifier-{i + 1}") for i in range(settings.classifiers)]
-        replicas += [("detector", f"detector-{i + 1}") for i in range(settings.detectors)]
-        replicas += [("tracker", "tracker-1")]  # one tracker follows every camera in frame order
-        client.delete(*(names.heartbeat(service, consumer) for service, consumer in replicas))
-        for service, consumer in replicas:
-            children.emostream(consumer, [commands[service]], EMOSTREAM_CONSUMER=consumer, **service_env[service])
-        wait_for_replicas(client, children, replicas, settings.ready_timeout_s)
+        start_services(settings, children, client, target, started)
         if settings.viewer_port:
             children.emostream("viewer", ["view", "--port", str(settings.viewer_port)])
             print(f"{PROG}: viewer on http://127.0.0.1:{settings.viewer_port}/", file=sys.stderr)
@@ -391,13 +451,12 @@ def _raise_stopped(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: list[str]) -> int:
+    started = time.monotonic()
     settings = load(UpSettings, argv, prog=PROG, positional="sources")
-    from emostream_capture.sources import SourceError
-
     handlers = {signum: signal.signal(signum, _raise_stopped) for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        return run(settings)
-    except SourceError as error:
+        return run(settings, started)
+    except BadSource as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 2
     except (RedisUnavailable, NotReady) as error:

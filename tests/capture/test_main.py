@@ -101,3 +101,21 @@ def test_sigterm_stops_a_looping_capture_cleanly(tmp_path: Path, client: redis.R
             process.kill()
         process.communicate()
     assert "done" not in progress(client, "term")
+
+
+def test_check_prints_the_camera_ids_and_publishes_nothing(
+    tmp_path: Path, client: redis.Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    video = write_video(tmp_path / "hall.avi", 3, fps=10.0)
+    folder = tmp_path / "door"
+    write_images(folder, 2)
+    unreachable = "redis://127.0.0.1:1/0"  # a check needs no Redis
+    assert main(["--check", "--redis-url", unreachable, str(video), f"porch={folder}"]) == 0
+    assert json.loads(capsys.readouterr().out) == ["hall", "porch"]
+    assert client.keys("*") == []
+
+
+def test_check_names_an_unusable_source_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "gone.mp4"
+    assert main(["--check", str(missing)]) == 2
+    assert one_error_line(capsys) == f"{PROG}: source '{missing}': no such file or folder: {missing}"

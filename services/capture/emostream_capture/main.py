@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import sys
 
@@ -13,9 +14,19 @@ from emostream.telemetry import setup_logging
 from emostream_capture.capture import SERVICE, run_capture
 from emostream_capture.media import media_sources
 from emostream_capture.settings import CaptureSettings
-from emostream_capture.sources import SourceError, parse_sources
+from emostream_capture.sources import Source, SourceError, WebcamSource, open_webcam, parse_sources
 
 PROG = "emostream capture"
+
+
+def check(sources: list[Source]) -> int:
+    """Print the sources' camera ids (a JSON list) if every webcam among them opens; 2 naming the one that does not."""
+    for source in sources:
+        if isinstance(source, WebcamSource) and not open_webcam(source.index):
+            print(f"{PROG}: source {source.camera!r}: webcam {source.index} does not open", file=sys.stderr)
+            return 2
+    print(json.dumps([source.camera for source in sources]))
+    return 0
 
 
 def main(argv: list[str]) -> int:
@@ -27,6 +38,8 @@ def main(argv: list[str]) -> int:
     except SourceError as error:
         print(f"{PROG}: {error}", file=sys.stderr)
         return 2
+    if settings.check:
+        return check(sources)
     if settings.media_dir is not None:
         sources += media_sources(settings.media_dir, {s.camera for s in sources}, settings.images_fps)
     if not sources and not settings.keep_running:

@@ -62,6 +62,10 @@ class CaptureSettings(CommonSettings):
         10.0, gt=0, le=600, description="URL sources: give up opening or reading after this long and reconnect"
     )
     heartbeat_s: float = Field(10.0, gt=0, le=3600, description="how often to log rates and refresh the heartbeat")
+    check: bool = Field(
+        False,
+        description="only check the sources (a webcam must open): print their camera ids as a JSON list and exit",
+    )
     keep_running: bool = Field(
         False,
         description="run as a service: skip files and folders that Redis marks done (a restart does not replay "

@@ -275,3 +275,12 @@ def frames(
         return read_live(lambda: open_url(url, network_timeout_s), stop, reconnect_max_s, f"stream {url}")
     index = source.index
     return read_live(lambda: cv2.VideoCapture(index), stop, reconnect_max_s, f"webcam {index}")
+
+
+def open_webcam(index: int) -> bool:
+    """True if webcam `index` opens now (it is released again at once)."""
+    capture = cv2.VideoCapture(index)
+    try:
+        return bool(capture.isOpened())
+    finally:
+        capture.release()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+import threading
 
 from emostream import metrics, names
 from emostream.connection import RedisUnavailable, connect
@@ -12,7 +14,21 @@ from emostream.telemetry import setup_logging
 from emostream_classifier.classifier import Classifier, make_shadow
 from emostream_classifier.serving_limits import batch_size_problem
 from emostream_classifier.settings import ClassifierSettings
-from emostream_classifier.tf_serving import ServingClient
+from emostream_classifier.tf_serving import ServingClient, ServingNotReady
+
+
+def wait_for_model(serving: ServingClient, stop: threading.Event, log: logging.Logger) -> bool:
+    """Block until the model answers (True) or `stop` is set (False): the first heartbeat then means ready."""
+    waited = False
+    while not stop.is_set():
+        try:
+            serving.wait_ready(timeout=1.0)
+            return True
+        except ServingNotReady as error:
+            if not waited:
+                log.info("waiting for the model: %s", error)
+                waited = True
+    return False
 
 
 def main(argv: list[str]) -> int:
@@ -34,6 +50,9 @@ def main(argv: list[str]) -> int:
         timeout_seconds=settings.request_timeout_s,
         version_label=settings.version_label,
     ) as serving:
+        if not wait_for_model(serving, stop, log):
+            log.info("stopped")
+            return 0
         shadow = make_shadow(settings, client)
         classifier = Classifier(settings, client, serving, log, stop, shadow)
         try:

@@ -38,7 +38,13 @@ class ClassifierSettings(CommonSettings):
         None,
         description="TF Serving's batching parameters file: a batch size above its max_batch_size is refused at start",
     )
-    max_wait_ms: int = Field(20, ge=0, le=10_000, description="longest wait to fill a batch once it has a face")
+    max_wait_ms: int = Field(
+        0,
+        ge=0,
+        le=10_000,
+        description="longest wait to fill a batch once it has a face (0: send what is there; faces that arrive "
+        "during a Predict call make the next batch)",
+    )
     block_ms: int = Field(500, ge=1, le=60_000, description="longest wait for the first face of a batch")
     request_timeout_s: float = Field(10.0, gt=0, le=300, description="deadline of one Predict call")
     claim_idle_ms: int = Field(30_000, ge=1000, description="faces idle this long at a dead replica are taken over")
