@@ -209,8 +209,8 @@ deploy() {  # `emostream deploy` on the host, as docs/DEPLOY.md says to when it 
 read -r VERSION NEXT < <(uv run --frozen --no-sync python - "$project/models" <<'EOF'
 import sys
 from pathlib import Path
+from emostream.model_repository import next_version
 from emostream_trainer.serving_config import read_roles
-from emostream_trainer.version_folders import next_version
 models = Path(sys.argv[1])
 roles = read_roles(models / "models.config", "emotion")
 print(roles.stable if roles else "", next_version(models / "emotion"))
