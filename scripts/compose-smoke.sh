@@ -59,6 +59,12 @@ start_engine() {
     ip link add "$BRIDGE" type bridge 2>/dev/null && ip addr add "$BRIDGE_NET" dev "$BRIDGE" && ip link set "$BRIDGE" up \
         || skip "cannot create the network bridge $BRIDGE (ip link add: not allowed here?)"
     OWN_ENGINE=1
+    # The data root on a file system of its own, in a sparse file: teardown then unmounts it and
+    # deletes one file instead of the images' million files (minutes). A plain folder where loop
+    # mounts are not allowed.
+    mkdir -p "$SMOKE_DIR/data"
+    { truncate -s 64G "$SMOKE_DIR/data.img" && mkfs.ext4 -q -F -m 0 "$SMOKE_DIR/data.img" \
+        && mount -o loop "$SMOKE_DIR/data.img" "$SMOKE_DIR/data"; } >/dev/null 2>&1 || rm -f "$SMOKE_DIR/data.img"
     dockerd --host "unix://$SMOKE_DIR/docker.sock" --data-root "$SMOKE_DIR/data" --exec-root "$SMOKE_DIR/exec" \
         --pidfile "$SMOKE_DIR/docker.pid" --bridge "$BRIDGE" --default-address-pool "base=$POOL,size=24" \
         >"$SMOKE_DIR/dockerd.log" 2>&1 &
@@ -124,7 +130,7 @@ export DOCKER_BUILDKIT=1 COMPOSE_DOCKER_CLI_BUILD=1 EMOSTREAM_TAG=$TAG
 say "engine ready after $(elapsed)"
 
 # --- stand-in base images ---------------------------------------------------------------------------
-dockerfile_arg() { sed -n "s/^ARG $1=//p" "$ROOT/services/capture/Dockerfile"; }
+dockerfile_arg() { sed -n "s/^ARG $1=//p" "$ROOT/Dockerfile"; }
 UV_VERSION=$(dockerfile_arg UV_IMAGE | sed 's/.*://')
 REDIS_IMAGE=$(sed -n 's/^    image: \(redis:[^ ]*\)$/\1/p' "$ROOT/docker-compose.yml")
 PYTHON_BASE=emostream-smoke/python:3.11-bookworm
@@ -158,26 +164,30 @@ if [ "$OWN_ENGINE" = 1 ] || ! "$DOCKER" image inspect "$REDIS_IMAGE" >/dev/null 
 fi
 say "stand-in base images ($PYTHON_BASE, $UV_BASE, $REDIS_IMAGE) after $(elapsed)"
 
-# --- every service image, from the real Dockerfiles -------------------------------------------------
+# --- every service image, from the real Dockerfile --------------------------------------------------
 secret=()
 [ -s "${SSL_CERT_FILE:-}" ] && secret=(--secret "id=ca-bundle,src=$SSL_CERT_FILE")
-build() {  # one service image; a second try when a download fails
+build() {  # one target of the Dockerfile (a service's image: its compose target); a second try when a download fails
     local log="$SMOKE_DIR/build-$1.log" try
     for try in 1 2; do
-        timeout 1500 "$DOCKER" build -f "services/$1/Dockerfile" -t "emostream-$1:$TAG" \
+        timeout 1500 "$DOCKER" build --target "$1" -t "emostream-$1:$TAG" \
             --build-arg "PYTHON_IMAGE=$PYTHON_BASE" --build-arg "UV_IMAGE=$UV_BASE" "${secret[@]}" \
             --progress=plain . >"$log" 2>&1 && return 0
-        say "building emostream-$1 failed (try $try): $(grep -m1 -i 'error' "$log" || tail -n 1 "$log")"
+        say "building target $1 failed (try $try): $(grep -m1 -i 'error' "$log" || tail -n 1 "$log")"
     done
     tail -n 20 "$log"
     return 1
 }
 lane() { for service in "$@"; do build "$service" || return 1; done; }
-SERVICES=(capture detector classifier modelserver trainer)
+# The images compose builds: every service with a build target.
+mapfile -t SERVICES < <(sed -n 's/^      target: \([a-z]*\)$/\1/p' docker-compose.yml)
 for service in "${SERVICES[@]}"; do MADE_IMAGES+=("emostream-$service:$TAG"); done
-# Two lanes at once: one build's downloads and layer writes overlap the other's CPU work.
+# Two lanes at once: one build's layer writes overlap the other's CPU work. The stages every target
+# shares (the builder with all locked dependencies) are built once: the engine runs an identical step
+# of concurrent builds once, and later builds find it in its cache.
+mapfile -t OTHERS < <(printf '%s\n' "${SERVICES[@]}" | grep -vx 'modelserver\|trainer')
 lane modelserver trainer & tensorflow_lane=$!
-lane capture detector classifier & other_lane=$!
+lane "${OTHERS[@]}" & other_lane=$!
 built=0
 wait "$tensorflow_lane" || built=1
 wait "$other_lane" || built=1
@@ -188,13 +198,25 @@ pass "every image builds ($(elapsed)): $("$DOCKER" images --format '{{.Repositor
 
 # --- a project folder: the real compose file, its config, the newest model, clips in ./media ---------
 project="$SMOKE_DIR/project"
-mkdir -p "$project/models/emotion" "$project/media" "$SMOKE_DIR/clips"
+mkdir -p "$project/media" "$SMOKE_DIR/clips"
 cp docker-compose.yml "$project/"
-cp -r deploy "$project/"
-VERSION=$(find models/emotion -mindepth 1 -maxdepth 1 -type d -regex '.*/[0-9]+' -printf '%f\n' | sort -n | tail -1)
-[ -n "$VERSION" ] || { fail "models/emotion holds no version"; exit 1; }
-cp -r "models/emotion/$VERSION" "$project/models/emotion/"
-NEXT=$((VERSION + 1))
+cp -r deploy models "$project/"   # the models folder as a clone has it: versions and models.config
+deploy() {  # `emostream deploy` on the host, as docs/DEPLOY.md says to when it must wait for loads
+    uv run --frozen --no-sync emostream deploy --model-base "$project/models/emotion" \
+        --serving-target 127.0.0.1:8500 "$@"
+}
+# The served version (label stable in models/models.config) and the number the next one will get.
+read -r VERSION NEXT < <(uv run --frozen --no-sync python - "$project/models" <<'EOF'
+import sys
+from pathlib import Path
+from emostream.model_repository import next_version
+from emostream_trainer.serving_config import read_roles
+models = Path(sys.argv[1])
+roles = read_roles(models / "models.config", "emotion")
+print(roles.stable if roles else "", next_version(models / "emotion"))
+EOF
+)
+[ -n "$VERSION" ] || { fail "models/models.config serves no version"; exit 1; }
 # Clips of the demo's two faces (mp4v, 10 fps), copied under new names to play them again: 4 s, and
 # 12 s (the same 40 frames three times) to change things mid-clip.
 uv run --frozen --no-sync python - "$SMOKE_DIR/clips" <<'EOF'
@@ -224,7 +246,7 @@ wait_healthy() {  # $1: expected number of containers
         sleep 3
     done
 }
-if states=$(wait_healthy 5); then pass "every service healthy ($(elapsed)): $states"
+if states=$(wait_healthy 7); then pass "every service healthy ($(elapsed)): $states"
 else fail "not every service became healthy: $states"; compose logs --tail 20; exit 1; fi
 
 CLASSIFIER=$(compose ps -q classifier | head -1)
@@ -241,7 +263,7 @@ check_clip clip1 "a clip in ./media gives one event per detected face, no duplic
 # --- finished files stay finished; replicas share the work ------------------------------------------
 heartbeats() { probe heartbeats "$1"; }
 compose up -d --no-build --scale detector=2 --scale classifier=2 >>"$SMOKE_DIR/up.log" 2>&1
-if states=$(wait_healthy 7); then pass "scaled to 2 detectors and 2 classifiers, all healthy"
+if states=$(wait_healthy 9); then pass "scaled to 2 detectors and 2 classifiers, all healthy"
 else fail "scaled replicas not healthy: $states"; fi
 before_detector=$(heartbeats detector) before_classifier=$(heartbeats classifier)
 cp "$SMOKE_DIR/clips/clip.mp4" "$project/media/clip2.mp4"
@@ -260,16 +282,22 @@ sys.exit(0 if len(grew) >= 2 and all(n > 0 for n in grew.values()) else 1)' "$@"
 out=$(shared detector frames "$before_detector" "$(heartbeats detector)") && pass "$out" || fail "$out"
 out=$(shared classifier events "$before_classifier" "$(heartbeats classifier)") && pass "$out" || fail "$out"
 
-# --- a new model version while a clip plays ---------------------------------------------------------
+# --- a new model version rolled out while a clip plays ----------------------------------------------
+# As a user rolls out a version (docs/DEPLOY.md, Redeploy): publish a SavedModel folder as the next
+# version, the candidate (label canary, loaded beside the served one), then promote it (label stable).
+# The model server re-reads models/models.config every second, as TF Serving does.
 cp "$SMOKE_DIR/clips/long.mp4" "$project/media/clip3.mp4"
 compose restart capture >/dev/null 2>&1
 out=$(probe playing clip3) || fail "$out"
-cp -r "$project/models/emotion/$VERSION" "$project/models/emotion/.incoming-$NEXT"
-mv "$project/models/emotion/.incoming-$NEXT" "$project/models/emotion/$NEXT"   # appears whole, as the trainer's do
-check_clip clip3 "every face of a clip playing while version $NEXT is copied in has its event"
-out=$(probe served-version "$NEXT") && pass "version $NEXT copied into models/emotion is served: $out" || fail "$out"
-failed=$(compose logs --no-color classifier 2>&1 | grep -c "not answering\|rejected\| ERROR " || true)
-[ "$failed" = 0 ] && pass "no failed model request in the classifiers' logs" || fail "$failed failed model requests logged"
+if out=$(deploy publish "$project/models/emotion/$VERSION" 2>&1); then pass "deploy publish: $(tail -n 1 <<<"$out")"
+else fail "deploy publish: $out"; fi
+if out=$(deploy promote --force --watch-s 0 2>&1); then pass "deploy promote: $(tail -n 1 <<<"$out")"
+else fail "deploy promote: $out"; fi
+check_clip clip3 "every face of a clip playing while version $NEXT is published and promoted has its event"
+out=$(probe served-version "$NEXT") && pass "version $NEXT is served: $out" || fail "$out"
+failed=$(compose logs --no-color classifier 2>&1 | grep -c "not answering\|refused\|rejected\|shadow request failed\| ERROR " || true)
+[ "$failed" = 0 ] && pass "no failed model request (served or shadow) in the classifiers' logs" \
+    || fail "$failed failed model requests logged"
 
 # --- a detector restart mid-clip; the events name the new version -----------------------------------
 cp "$SMOKE_DIR/clips/long.mp4" "$project/media/clip4.mp4"

@@ -129,6 +129,28 @@ class Dockerfile:
         last_from = max(i for i, (kw, _) in enumerate(self.instructions) if kw == "FROM")
         return Dockerfile(self.path, self.instructions[last_from:])
 
+    def stages(self) -> dict[str, Stage]:
+        """Stage name -> the stage (unnamed ones by position), with ARG defaults applied to its base."""
+        args = {k: v for k, _, v in (a.partition("=") for a in self.all("ARG"))}
+        result: dict[str, Stage] = {}
+        for keyword, rest in self.instructions:
+            if keyword == "FROM":
+                words = rest.split()
+                base = re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], words[0])
+                name = words[2] if len(words) == 3 else str(len(result))
+                result[name] = Stage(self.path, [], name=name, base=base)
+            elif result:
+                result[next(reversed(result))].instructions.append((keyword, rest))
+        return result
+
+    def chain(self, target: str) -> list[Stage]:
+        """The target stage and the stages it is built on, target first."""
+        found = self.stages()
+        chain = [found[target]]
+        while chain[-1].base in found:
+            chain.append(found[chain[-1].base])
+        return chain
+
     def env(self) -> dict[str, str]:
         """ENV settings in KEY=VALUE form."""
         result = {}
@@ -141,6 +163,17 @@ class Dockerfile:
     def exec_form(self, keyword: str) -> list[str]:
         """The JSON (exec) form of the last ENTRYPOINT / CMD."""
         return list(json.loads(self.all(keyword)[-1]))
+
+
+@dataclass
+class Stage(Dockerfile):
+    """One stage of a multi-stage Dockerfile: its name and its base (an image or an earlier stage)."""
+
+    name: str = ""
+    base: str = ""
+
+
+DOCKERFILE = ROOT / "Dockerfile"
 
 
 @pytest.fixture(scope="session")

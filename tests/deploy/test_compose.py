@@ -24,6 +24,7 @@ from emostream.settings import CommonSettings, env_name
 from tests.deploy.conftest import (
     COMPOSE_FILE,
     DEPLOY_DOC,
+    DOCKERFILE,
     ENV_EXAMPLE,
     ROOT,
     Dockerfile,
@@ -61,7 +62,7 @@ def subcommand_argv(service: dict[str, Any]) -> list[str] | None:
         entry = service["entrypoint"]
         return entry.split() if isinstance(entry, str) else list(entry)
     if "build" in service:
-        return Dockerfile.read(ROOT / service["build"]["dockerfile"]).exec_form("ENTRYPOINT")
+        return Dockerfile.read(DOCKERFILE).stages()[service["build"]["target"]].exec_form("ENTRYPOINT")
     return None
 
 
@@ -163,8 +164,8 @@ def test_capture_image_holds_the_default_demo(compose_text: str) -> None:
     assert default, raw
     [spec] = json.loads(default.group(1))
     demo_dir = spec.split("=", 1)[1]
-    runtime = Dockerfile.read(ROOT / "services" / "capture" / "Dockerfile").final_stage()
-    assert ["--from=builder", "/app/demo", demo_dir] in [c.split() for c in runtime.all("COPY")]
+    runtime = Dockerfile.read(DOCKERFILE).stages()["capture"]
+    assert ["--from=capture-venv", "/app/demo", demo_dir] in [c.split() for c in runtime.all("COPY")]
 
 
 # --- the services and the code --------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
     docker exec -i CONTAINER python - clip CAMERA [--version V] [--timeout S] < probe.py
     ... python - playing CAMERA [--timeout S]
-    ... python - served-version V [--timeout S]
+    ... python - served-version V [--label L] [--timeout S]
     ... python - heartbeats SERVICE
     ... python - deadletters
 
@@ -106,21 +106,24 @@ def playing(args: argparse.Namespace) -> int:
 
 
 def served_version(args: argparse.Namespace) -> int:
+    """Wait until the label the classifiers ask for answers a Predict with the version."""
+    import numpy as np
     from emostream_classifier.tf_serving import ServingClient, ServingError
 
     deadline = time.monotonic() + args.timeout
-    with ServingClient(os.environ["CLASSIFIER_SERVING_TARGET"], os.environ["CLASSIFIER_MODEL_NAME"]) as serving:
-        served = None
+    target, model = os.environ["CLASSIFIER_SERVING_TARGET"], os.environ["CLASSIFIER_MODEL_NAME"]
+    with ServingClient(target, model, version_label=args.label) as serving:
+        served: object = None
         while time.monotonic() < deadline:
             try:
-                served = serving.model_version()
+                served = serving.predict(np.zeros((1, 48, 48, 1), np.uint8)).model_version
             except ServingError as error:
                 served = str(error)
             if served == args.version:
-                print(f"model server serves version {served}")
+                print(f"label '{args.label}' answers with version {served}")
                 return 0
             time.sleep(0.5)
-    print(f"model server serves {served!r}, not version {args.version}, after {args.timeout:.0f}s")
+    print(f"label '{args.label}' answers {served!r}, not version {args.version}, after {args.timeout:.0f}s")
     return 1
 
 
@@ -155,6 +158,7 @@ def main(argv: list[str]) -> int:
     p.set_defaults(run=playing)
     p = commands.add_parser("served-version")
     p.add_argument("version", type=int)
+    p.add_argument("--label", default=os.environ.get("CLASSIFIER_VERSION_LABEL", "stable"))
     p.add_argument("--timeout", type=float, default=90)
     p.set_defaults(run=served_version)
     p = commands.add_parser("heartbeats")
