@@ -343,7 +343,7 @@ class Malice:
         self.injected.append(("bad_stream", names.CAMERAS, ascii(camera.encode())))
 
     def kind_p_oversize_predict(self) -> None:
-        from emostream_classifier.tf_serving import ServingClient, ServingError
+        from emostream_serving.tf_serving import ServingClient, ServingError
 
         crops = np.zeros((5000, 48, 48, 1), np.uint8)
         with ServingClient(f"127.0.0.1:{self.serving_port}", "emotion", timeout_seconds=10) as serving:
@@ -427,7 +427,7 @@ def main() -> int:
                 env,
             )
         )
-        from emostream_classifier.tf_serving import ServingClient
+        from emostream_serving.tf_serving import ServingClient
 
         with ServingClient(f"127.0.0.1:{serving_port}", "emotion") as serving:
             serving.wait_ready(300)

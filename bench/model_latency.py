@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from emostream_classifier.tf_serving import ServingClient
+from emostream_serving.tf_serving import ServingClient
 
 
 def free_port() -> int:

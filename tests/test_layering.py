@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SERVICES = ("capture", "detector", "classifier", "modelserver", "tracker", "viewer", "trainer")
+SERVICES = ("capture", "detector", "classifier", "modelserver", "tracker", "viewer", "trainer", "serving")
 HEAVY = {"tensorflow", "tensorflow_serving", "mediapipe", "cv2", *(f"emostream_{s}" for s in SERVICES)}
 
 

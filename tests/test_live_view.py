@@ -62,7 +62,7 @@ def live(detector_model_path: Path) -> Iterator[Live]:
             ["serve-model", "--model-base", str(ROOT / "models/emotion"), "--port", str(serving_port)],
             EMOSTREAM_METRICS_PORT=str(ports["modelserver"]),
         )
-        from emostream_classifier.tf_serving import ServingClient
+        from emostream_serving.tf_serving import ServingClient
 
         with ServingClient(f"127.0.0.1:{serving_port}", "emotion") as serving:
             serving.wait_ready(120)

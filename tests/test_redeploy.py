@@ -22,8 +22,8 @@ import pytest
 import redis
 from emostream_classifier.classifier import Classifier, make_shadow
 from emostream_classifier.settings import ClassifierSettings
-from emostream_classifier.tf_serving import ServingClient
 from emostream_modelserver.server import RunningServer, start_server
+from emostream_serving.tf_serving import ServingClient
 from emostream_trainer import deploy_command
 from emostream_trainer.export import save_serving_function
 from emostream_trainer.serving_config import Roles, read_roles, write_roles

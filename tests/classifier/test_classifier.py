@@ -14,8 +14,8 @@ import redis
 from emostream_classifier.batching import collect
 from emostream_classifier.classifier import Classifier
 from emostream_classifier.settings import ClassifierSettings
-from emostream_classifier.tf_serving import ServingClient
 from emostream_modelserver.server import RunningServer, start_server
+from emostream_serving.tf_serving import ServingClient
 
 from emostream import names, wire
 from tests.classifier.faces import (

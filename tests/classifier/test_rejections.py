@@ -14,8 +14,8 @@ import pytest
 import redis
 from emostream_classifier.classifier import Classifier
 from emostream_classifier.settings import ClassifierSettings
-from emostream_classifier.tf_serving import ServingClient
 from emostream_modelserver.server import RunningServer, start_server
+from emostream_serving.tf_serving import ServingClient
 
 from emostream import names
 from tests.classifier.faces import classifier_caught_up, make_faces, put_faces, read_events

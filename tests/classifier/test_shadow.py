@@ -21,8 +21,8 @@ import redis
 from emostream_classifier.classifier import Classifier
 from emostream_classifier.settings import ClassifierSettings
 from emostream_classifier.shadow import Shadow
-from emostream_classifier.tf_serving import ServingClient
 from emostream_modelserver.server import RunningServer, start_server
+from emostream_serving.tf_serving import ServingClient
 from emostream_trainer.deploy_command import main as deploy_main
 
 from emostream.model_stats import read_served, shadow_report

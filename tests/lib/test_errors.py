@@ -16,7 +16,7 @@ MODULES = (
     "emostream_capture.sources",
     "emostream_capture.capture",
     "emostream_detector.model_file",
-    "emostream_classifier.tf_serving",
+    "emostream_serving.tf_serving",
     "emostream_classifier.classifier",
     "emostream_classifier.serving_limits",
     "emostream_modelserver.versions",

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from emostream_classifier.tf_serving import ServingClient
 from emostream_modelserver.server import RunningServer, start_server
+from emostream_serving.tf_serving import ServingClient
 
 from tests.helpers.tiny_model import export_tiny_version
 

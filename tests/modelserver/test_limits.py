@@ -8,8 +8,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from emostream_classifier.tf_serving import ServingClient, ServingError
 from emostream_modelserver.server import MAX_BATCH, RunningServer, predict_in_chunks, start_server
+from emostream_serving.tf_serving import ServingClient, ServingError
 
 from tests.helpers.poison_model import REFUSED_VALUE, export_poison_version
 from tests.modelserver.conftest import MODEL_NAME

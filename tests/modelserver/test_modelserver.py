@@ -16,14 +16,14 @@ import grpc
 import numpy as np
 import pytest
 import tensorflow as tf
-from emostream_classifier.tf_serving import (
+from emostream_modelserver.main import main
+from emostream_modelserver.server import RunningServer, start_server
+from emostream_serving.tf_serving import (
     ServingClient,
     ServingError,
     ServingNotReady,
     read_labels,
 )
-from emostream_modelserver.main import main
-from emostream_modelserver.server import RunningServer, start_server
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tensorflow.core.framework import types_pb2
 from tensorflow_serving.apis import (

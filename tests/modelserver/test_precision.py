@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from emostream_classifier.tf_serving import ServingClient
 from emostream_modelserver import precision
 from emostream_modelserver.main import main
+from emostream_serving.tf_serving import ServingClient
 from emostream_trainer.evaluate_command import saved_model_predictor
 
 from emostream.cpu import computes_bfloat16, cpu_flags

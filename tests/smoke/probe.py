@@ -108,7 +108,7 @@ def playing(args: argparse.Namespace) -> int:
 def served_version(args: argparse.Namespace) -> int:
     """Wait until the label the classifiers ask for answers a Predict with the version."""
     import numpy as np
-    from emostream_classifier.tf_serving import ServingClient, ServingError
+    from emostream_serving.tf_serving import ServingClient, ServingError
 
     deadline = time.monotonic() + args.timeout
     target, model = os.environ["CLASSIFIER_SERVING_TARGET"], os.environ["CLASSIFIER_MODEL_NAME"]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from emostream_classifier.tf_serving import ServingClient, read_labels
 from emostream_modelserver.server import start_server
+from emostream_serving.tf_serving import ServingClient, read_labels
 from emostream_trainer.ensemble_command import main, write_averaged_saved_model
 from emostream_trainer.evaluate_command import read_version_folder, saved_model_predictor
 

@@ -9,6 +9,7 @@ import time
 import grpc
 import numpy as np
 import redis
+from emostream_serving.tf_serving import ServingClient, ServingError, read_labels, unknown_label
 
 from emostream import metrics, names
 from emostream.model_repository import ModelRepositoryError
@@ -20,7 +21,6 @@ from emostream.wire import EmotionEvent, Face, decode_face, encode_event
 from emostream_classifier.batching import collect
 from emostream_classifier.settings import ClassifierSettings
 from emostream_classifier.shadow import Shadow
-from emostream_classifier.tf_serving import ServingClient, ServingError, read_labels, unknown_label
 
 # Status codes that mean "this request cannot be served as it is": the batch is split to find the faces at fault.
 SPLIT_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED})

@@ -6,6 +6,8 @@ import logging
 import sys
 import threading
 
+from emostream_serving.tf_serving import ServingClient, ServingNotReady
+
 from emostream import metrics, names
 from emostream.connection import RedisUnavailable, connect
 from emostream.lifecycle import run_until_stopped, stop_on_signals
@@ -14,7 +16,6 @@ from emostream.telemetry import setup_logging
 from emostream_classifier.classifier import Classifier, make_shadow
 from emostream_classifier.serving_limits import batch_size_problem
 from emostream_classifier.settings import ClassifierSettings
-from emostream_classifier.tf_serving import ServingClient, ServingNotReady
 
 
 def wait_for_model(serving: ServingClient, stop: threading.Event, log: logging.Logger) -> bool:

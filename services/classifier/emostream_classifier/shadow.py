@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 import redis
+from emostream_serving.tf_serving import Prediction, ServingClient, ServingError, read_labels, unknown_label
 
 from emostream.model_stats import ShadowBatch, record_dropped, record_shadow
-from emostream_classifier.tf_serving import Prediction, ServingClient, ServingError, read_labels, unknown_label
 
 log = logging.getLogger(__name__)
 

@@ -84,14 +84,14 @@ def listing(place: Place) -> list[dict[str, Any]]:
 
 
 def _client(place: Place, label: str = "") -> Any:
-    from emostream_classifier.tf_serving import ServingClient
+    from emostream_serving.tf_serving import ServingClient
 
     return ServingClient(place.target, place.model_name, timeout_seconds=5.0, version_label=label)
 
 
 def server_available(place: Place) -> list[int] | None:
     """Versions the running server has AVAILABLE, or None when no server answers at the target."""
-    from emostream_classifier.tf_serving import ServingError
+    from emostream_serving.tf_serving import ServingError
 
     with _client(place) as client:
         try:
@@ -119,7 +119,7 @@ def wait_loaded(place: Place, version: int, timeout_s: float = LOAD_TIMEOUT_S) -
 
 def wait_label(place: Place, label: str, version: int, timeout_s: float = 60.0) -> bool:
     """Wait until the server answers `label` with `version`; False when no server answers."""
-    from emostream_classifier.tf_serving import ServingError
+    from emostream_serving.tf_serving import ServingError
 
     deadline = time.monotonic() + timeout_s
     with _client(place, label) as client:

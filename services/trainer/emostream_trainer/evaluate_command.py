@@ -50,7 +50,7 @@ def saved_model_predictor(folder: Path) -> Predict:
 def resolve(args: argparse.Namespace) -> tuple[Predict, Path, str]:
     """The predictor, the version folder that holds its labels and card, and a description."""
     if args.serving_target:
-        from emostream_classifier.tf_serving import ServingClient
+        from emostream_serving.tf_serving import ServingClient
 
         client = ServingClient(args.serving_target, args.model_name)
         version = client.model_version()
@@ -100,7 +100,7 @@ def main(argv: list[str]) -> int:
     parser = OneLineParser(prog="emostream evaluate", description=__doc__)
     add_arguments(parser)
     args = parser.parse_args(argv)
-    from emostream_classifier.tf_serving import ServingError
+    from emostream_serving.tf_serving import ServingError
 
     try:
         result = evaluate(args)
