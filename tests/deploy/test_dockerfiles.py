@@ -13,7 +13,9 @@ import pytest
 from emostream.cli import COMMANDS
 from tests.deploy.conftest import DOCKERFILE, ROOT, Dockerfile, Stage
 
-SERVICES = sorted(p.parent.name for p in (ROOT / "services").glob("*/pyproject.toml"))
+# Workspace members that are libraries other members depend on: installed with them, no image of their own.
+LIBRARIES = {"serving"}
+SERVICES = sorted(p.parent.name for p in (ROOT / "services").glob("*/pyproject.toml") if p.parent.name not in LIBRARIES)
 # Services that write a heartbeat, and the name `emostream health` knows them by.
 HEARTBEAT = {"capture": "capture", "detector": "detector", "classifier": "classifier", "tracker": "tracker"}
 # Stages every target shares.
