@@ -8,6 +8,8 @@ subclass also keeps the builtin base callers caught before (ValueError, RuntimeE
     ├── WireError (ValueError)                      emostream.wire: a stream entry breaks the contract
     ├── RedisUnavailable (RuntimeError)             emostream.connection: Redis does not answer
     ├── ModelRepositoryError                        emostream.model_repository: a version folder is unusable
+    ├── BadSource (ValueError)                      emostream.launcher: `up` cannot use a source
+    ├── NotReady (RuntimeError)                     emostream.launcher: a replica died or was not ready in time
     ├── SourceError (ValueError)                    capture: a source spec or device cannot be opened
     ├── EncodeError (ValueError)                    capture: a frame cannot be encoded as JPEG
     ├── ModelFetchError (RuntimeError)              detector: the face detector download failed its check

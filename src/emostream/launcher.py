@@ -36,7 +36,9 @@ from pydantic_settings import SettingsConfigDict
 
 from emostream import names
 from emostream.connection import RedisUnavailable, connect, redact
+from emostream.errors import EmostreamError
 from emostream.events_command import TABLE_HEADER, follow, format_event, last_event_id
+from emostream.names import Progress
 from emostream.native_logs import chatter, relay, third_party_log_env, verbose
 from emostream.settings import CommonSettings, load
 from emostream.telemetry import healthy
@@ -214,7 +216,7 @@ def ensure_redis(url: str, children: Children, folder: Path, data_dir: Path | No
             time.sleep(0.1)
 
 
-class BadSource(ValueError):
+class BadSource(EmostreamError, ValueError):
     """A source that capture cannot use; the message is capture's one line about it."""
 
 
@@ -281,19 +283,22 @@ def finished(client: redis.Redis, cameras: list[str]) -> bool:
     """Every camera captured to its end, every frame detected, every face classified."""
     for camera in cameras:
         progress = {k.decode(): int(v) for k, v in client.hgetall(names.progress(camera)).items()}
-        if not progress.get("done"):
+        if not progress.get(Progress.DONE):
             return False
         # Dead-lettered frames and faces count as handled: they will never have an event.
-        if progress.get("frames_detected", 0) + progress.get("frames_failed", 0) < progress.get("frames_total", 0):
+        handled_frames = progress.get(Progress.FRAMES_DETECTED, 0) + progress.get(Progress.FRAMES_FAILED, 0)
+        if handled_frames < progress.get(Progress.FRAMES_TOTAL, 0):
             return False
-        if progress.get("events", 0) + progress.get("faces_failed", 0) < progress.get("faces_detected", 0):
+        if progress.get(Progress.EVENTS, 0) + progress.get(Progress.FACES_FAILED, 0) < progress.get(
+            Progress.FACES_DETECTED, 0
+        ):
             return False
-        if progress.get("tracked", 0) < progress.get("events", 0):
+        if progress.get(Progress.TRACKED, 0) < progress.get(Progress.EVENTS, 0):
             return False
     return True
 
 
-class NotReady(RuntimeError):
+class NotReady(EmostreamError, RuntimeError):
     """A replica died, or did not report ready in time, before capture started."""
 
 

@@ -13,6 +13,7 @@ MODULES = (
     "emostream.wire",
     "emostream.connection",
     "emostream.model_repository",
+    "emostream.launcher",
     "emostream_capture.sources",
     "emostream_capture.capture",
     "emostream_detector.model_file",
