@@ -162,6 +162,8 @@ def dead_letter_record(
     }
 
 
+NO_STREAM_POLL_MS = 50  # how often a consumer with nothing to read asks again which streams exist
+
 class Consumer(Generic[T]):
     """Reads decoded entries for one consumer of a group over one or more streams."""
 
@@ -229,8 +231,8 @@ class Consumer(Generic[T]):
 
     def _read(self, count: int, block_ms: int) -> list[Message[T]]:
         streams = self._refresh_streams()
-        if not streams:
-            time.sleep(block_ms / 1000)
+        if not streams:  # look again soon: a camera that registers now should not wait a whole block
+            time.sleep(min(block_ms, NO_STREAM_POLL_MS) / 1000)
             return []
         if self._recovering:
             raw = self.client.xreadgroup(self.group, self.consumer, dict.fromkeys(streams, "0"), count=count)

@@ -108,3 +108,11 @@ def test_frame_order_releases_in_sequence_and_waits_for_gaps() -> None:
     assert [(r.seq, r.complete) for r in released] == [(5, False)]
     assert order.is_late(4) and order.is_late(5) and not order.is_late(6)
     assert order.restarted(0, ts_capture_ms=10) and not order.restarted(4, ts_capture_ms=4)
+
+
+def test_a_sources_first_frame_goes_out_at_once_and_the_frames_behind_it_follow() -> None:
+    order: FrameOrder[str] = FrameOrder(reorder_ms=300)
+    order.add(1, 1, 0, 1, "f1", now_ms=0)
+    assert order.release(now_ms=1) == []  # frame 0 may still be in flight
+    order.add(0, 0, 0, 1, "f0", now_ms=2)
+    assert [r.seq for r in order.release(now_ms=3)] == [0, 1]  # nothing can precede frame 0: no wait

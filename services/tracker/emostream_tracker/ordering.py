@@ -2,9 +2,10 @@
 
 Several detector and classifier replicas finish frames out of order. Every face says how many
 faces its frame has (`faces_in_frame`), so a frame is complete when all of them are here. Frames
-are released in frame_seq order: the next one at once when it follows the last released frame,
-otherwise after waiting `reorder_ms` for an earlier one that may still be in flight (frames
-without faces never arrive, so a gap alone cannot be told from a slow replica).
+are released in frame_seq order: the next one at once when it follows the last released frame
+(or is a source's first frame, seq 0), otherwise after waiting `reorder_ms` for an earlier one
+that may still be in flight (frames without faces never arrive, so a gap alone cannot be told
+from a slow replica).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class FrameOrder(Generic[T]):
         while self.waiting:
             seq = min(self.waiting)
             pending = self.waiting[seq]
-            follows = self.last_released is not None and seq == self.last_released + 1
+            follows = seq == (0 if self.last_released is None else self.last_released + 1)  # nothing precedes 0
             waited = now_ms - pending.since_ms >= self.reorder_ms
             if not ((pending.complete and follows) or waited):
                 break
