@@ -45,21 +45,13 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/detector-crops"))
     parser.add_argument("--frames", type=int, default=1000, help="every 5 frames show 3 new faces")
     args = parser.parse_args()
-    from emostream_detector.detection import FaceFinder
-    from emostream_detector.model_file import FAR, NEAR, fetch
+    from emostream_detector.detection import finder_from_settings
+    from emostream_detector.model_file import fetch
     from emostream_detector.settings import DetectorSettings
 
     settings = DetectorSettings()  # the detector service's own settings (DETECTOR_* variables)
     models = fetch(settings.model_dir)
-    finder = FaceFinder(
-        models[NEAR],
-        models[FAR] if settings.whole_frame_model == "full" else None,
-        detector_range=settings.range,
-        min_score=settings.min_score,
-        margin=settings.margin,
-        min_face_px=settings.min_face_px,
-        refresh_frames=settings.refresh_frames,
-    )
+    finder = finder_from_settings(settings, models)
     if args.out.exists():
         shutil.rmtree(args.out)
     written: Counter[str] = Counter()

@@ -164,6 +164,7 @@ def dead_letter_record(
 
 NO_STREAM_POLL_MS = 50  # how often a consumer with nothing to read asks again which streams exist
 
+
 class Consumer(Generic[T]):
     """Reads decoded entries for one consumer of a group over one or more streams."""
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import get_args
@@ -21,8 +22,9 @@ from mediapipe.tasks.python.vision import FaceDetector, FaceDetectorOptions, Run
 
 from emostream.wire import CROP_SIZE, Box
 from emostream_detector.blazeface import FULL_RANGE, SHORT_RANGE, BlazeFace
+from emostream_detector.model_file import FAR, NEAR, ModelFile
 from emostream_detector.search import TiledSearch
-from emostream_detector.settings import DetectorRange
+from emostream_detector.settings import DetectorRange, DetectorSettings
 
 RANGES: tuple[DetectorRange, ...] = get_args(DetectorRange)
 
@@ -115,6 +117,19 @@ class FaceFinder:
     def close(self) -> None:
         if isinstance(self._search, NearSearch):
             self._search.close()
+
+
+def finder_from_settings(settings: DetectorSettings, models: Mapping[ModelFile, Path]) -> FaceFinder:
+    """The FaceFinder the detector service runs with `settings`, on the fetched `models`."""
+    return FaceFinder(
+        models[NEAR],
+        models[FAR] if settings.whole_frame_model == "full" else None,
+        detector_range=settings.range,
+        min_score=settings.min_score,
+        margin=settings.margin,
+        min_face_px=settings.min_face_px,
+        refresh_frames=settings.refresh_frames,
+    )
 
 
 def clip_box(box: Box, width: int, height: int) -> Box:

@@ -9,9 +9,9 @@ from emostream.connection import RedisUnavailable, connect
 from emostream.lifecycle import run_until_stopped, stop_on_signals
 from emostream.settings import load
 from emostream.telemetry import setup_logging
-from emostream_detector.detection import FaceFinder
+from emostream_detector.detection import finder_from_settings
 from emostream_detector.detector import Detector, frame_streams
-from emostream_detector.model_file import FAR, NEAR, ModelFetchError, fetch
+from emostream_detector.model_file import ModelFetchError, fetch
 from emostream_detector.settings import DetectorSettings
 
 
@@ -25,15 +25,7 @@ def main(argv: list[str]) -> int:
         log.error("%s", error)
         return 1
     stop: threading.Event = stop_on_signals()
-    finder = FaceFinder(
-        models[NEAR],
-        models[FAR] if settings.whole_frame_model == "full" else None,
-        detector_range=settings.range,
-        min_score=settings.min_score,
-        margin=settings.margin,
-        min_face_px=settings.min_face_px,
-        refresh_frames=settings.refresh_frames,
-    )
+    finder = finder_from_settings(settings, models)
     detector = Detector(settings, client, finder, log)
     try:
         backlog = metrics.StreamBacklog(client, lambda: frame_streams(client), names.DETECTOR_GROUP)

@@ -158,8 +158,9 @@ class TiledSearch:
         """
         found: list[np.ndarray] = []
         for tiles in region.levels:
-            found += [self._search(bgr, tile) for tile in tiles]
-            if any(explains(row, region.box) for rows in found for row in rows if row[4] >= SURE_SCORE):
+            level = [self._search(bgr, tile) for tile in tiles]
+            found += level
+            if any(explains(row, region.box) for rows in level for row in rows if row[4] >= SURE_SCORE):
                 break
         return found
 
