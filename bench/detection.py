@@ -9,7 +9,9 @@ eight faces of 40-128 px), and on `heads`: 1280x720 frames with six real heads a
 for a detector than faces with a head around them. For each range (near, far, auto) it prints milliseconds per frame
 (wall and CPU of this process, LiteRT on one thread), model calls per frame (the same on any
 machine), recall per bucket and false positives. The first frame of each video is a warm-up and
-not counted; each range starts with an empty memory of the camera.
+not counted; each range starts with an empty memory of the camera. Last, `demo`: the 60 frames of
+the built-in demo (`emostream up` with no source, two astronauts drifting, 800x450), counting the
+frames where a range finds other than the demo's two faces.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ import cv2
 import numpy as np
 from emostream_detector.detection import RANGES, FaceFinder
 from emostream_detector.model_file import FAR, NEAR, fetch_model
+from emostream_detector.settings import DetectorRange
 
-from emostream.demo import astronaut_bgr
+from emostream.demo import astronaut_bgr, demo_frames
 
 sys.path.insert(0, str(Path(__file__).parent))
 from pipeline import Truth, bucket_name, compose, load_faces
@@ -103,6 +106,20 @@ def measure(finder: FaceFinder, frames: list[np.ndarray], truths: list[Truth]) -
     }
 
 
+def measure_demo(finder: FaceFinder) -> dict[str, object]:
+    """The built-in demo: cost per frame, and the frames with other than its two faces."""
+    frames = demo_frames()
+    cpu, calls = time.process_time(), finder.model_calls
+    counts = [len(finder.find(frame, "demo")) for frame in frames]
+    return {
+        "ms_per_frame_cpu": round((time.process_time() - cpu) / len(frames) * 1000, 1),
+        "model_calls_per_frame": round((finder.model_calls - calls) / len(frames), 2),
+        "frames": len(frames),
+        "frames_with_an_extra_face": sum(count > 2 for count in counts),
+        "frames_missing_a_face": sum(count < 2 for count in counts),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/fer2013/validation"))
@@ -115,6 +132,18 @@ def main() -> int:
     args = parser.parse_args()
     faces = load_faces(args.data, per_class=200, seed=0)
     near, far = fetch_model(NEAR), fetch_model(FAR) if args.whole_frame == "full" else None
+
+    def finder_for(detector_range: DetectorRange) -> FaceFinder:
+        """A finder with an empty memory of every camera, as the arguments set it."""
+        return FaceFinder(
+            near,
+            far,
+            detector_range=detector_range,
+            min_face_px=args.min_face_px,
+            min_score=args.min_score,
+            new_face_score=args.new_face_score,
+        )
+
     with tempfile.TemporaryDirectory() as folder:
         for scenario, height in (("near", 360), ("near", 480), ("far", 720), ("heads", 720)):
             video = Path(folder) / f"{scenario}.avi"
@@ -124,18 +153,15 @@ def main() -> int:
                 truths = compose(scenario, faces, args.frames, 15.0, video)
             frames = read_frames(video, height)
             for detector_range in args.ranges:
-                finder = FaceFinder(
-                    near,
-                    far,
-                    detector_range=detector_range,
-                    min_face_px=args.min_face_px,
-                    min_score=args.min_score,
-                    new_face_score=args.new_face_score,
-                )
+                finder = finder_for(detector_range)
                 size = f"{frames[0].shape[1]}x{frames[0].shape[0]}"
                 result = measure(finder, frames, truths)
                 print(json.dumps({"scenario": scenario, "frame": size, "range": detector_range, **result}))
                 finder.close()
+    for detector_range in args.ranges:
+        finder = finder_for(detector_range)
+        print(json.dumps({"scenario": "demo", "frame": "800x450", "range": detector_range, **measure_demo(finder)}))
+        finder.close()
     return 0
 
 
