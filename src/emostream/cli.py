@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from emostream.errors import EmostreamError
-from emostream.light_imports import tensorflow_protos_only
+from emostream.light_imports import mark_standalone, tensorflow_protos_only
 from emostream.native_logs import third_party_log_env
 
 # subcommand -> (module, function, one-line help, package that provides it)
@@ -105,8 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[0] not in COMMANDS:
         print(f"emostream: unknown command {args[0]!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    if argv is None and args[0] in WITHOUT_TENSORFLOW:  # a process of its own, not a call from other code
-        tensorflow_protos_only()
+    if argv is None:  # a process of its own, not a call from other code
+        mark_standalone()
+        if args[0] in WITHOUT_TENSORFLOW:
+            tensorflow_protos_only()
     command = resolve(args[0])
     try:
         return command(args[1:])

@@ -22,6 +22,7 @@ subclass also keeps the builtin base callers caught before (ValueError, RuntimeE
     ├── PrecisionError (ValueError)                 model server: a reduced-precision copy is refused
     ├── DatasetError (ValueError)                   trainer: training or evaluation data is unusable
     ├── ServingConfigError (RuntimeError)           trainer: models.config cannot be read or written
+    ├── CompileError (RuntimeError)                 trainer: a version cannot be compiled for LiteRT
     └── DeployError (RuntimeError)                  trainer: a deploy step would leave serving broken
 
 Control flow that is not a failure (a rejected message, a stop request, a gRPC request

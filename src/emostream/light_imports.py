@@ -11,6 +11,19 @@ import importlib.util
 import sys
 import types
 
+_standalone = False
+
+
+def mark_standalone() -> None:
+    """The CLI calls this when a command runs as its own process (not as a call from other code)."""
+    global _standalone
+    _standalone = True
+
+
+def tensorflow_protos_only_if_standalone() -> bool:
+    """`tensorflow_protos_only()` in a command's own process; never inside a caller that may need TensorFlow."""
+    return _standalone and tensorflow_protos_only()
+
 
 def tensorflow_protos_only() -> bool:
     """Let `tensorflow.*` submodules load without TensorFlow's own `__init__` (its runtime).

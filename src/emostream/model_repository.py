@@ -7,12 +7,15 @@ retire). It never imports TensorFlow, so commands that only touch folders start 
     <base>/<version>/saved_model.pb          the SavedModel TF Serving loads
     <base>/<version>/assets/labels.txt       class labels, one a line, in output order
     <base>/<version>/assets/model_card.json  how the version was made (JSON object)
+    <base>/<version>/assets.extra/model.tflite       the same function compiled for LiteRT
+    <base>/<version>/assets.extra/model.tflite.json  what it was compiled from, and how closely it agrees
     <base>/.retired/<version>/               retired versions: never served, numbers stay taken
     <base>/.<version>-xxxx/                  a version being staged; servers skip hidden folders
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import tempfile
@@ -38,6 +41,11 @@ ASSETS = "assets"
 LABELS_FILE = "labels.txt"
 MODEL_CARD = "model_card.json"
 RETIRED = ".retired"
+LITERT_MODEL = "assets.extra/model.tflite"
+"""The serving function compiled for LiteRT, which the local model server runs without TensorFlow.
+TF Serving reads nothing in assets.extra but its warm-up file, so the folder stays a plain SavedModel."""
+LITERT_RECORD = "assets.extra/model.tflite.json"
+"""JSON: `source_digest` (the SavedModel it was compiled from) and `max_abs_difference` on a probe batch."""
 
 
 class ModelRepositoryError(EmostreamError):
@@ -165,6 +173,18 @@ def copy_from(source: Path) -> Callable[[Path], None]:
         shutil.copytree(source, staging, dirs_exist_ok=True)
 
     return copy
+
+
+def saved_model_digest(folder: Path) -> str:
+    """sha256 over saved_model.pb and the variables: it changes whenever the SavedModel does."""
+    digest = hashlib.sha256()
+    variables = sorted((folder / "variables").glob("*"))
+    for path in [folder / SAVED_MODEL_FILE, *variables]:
+        digest.update(path.name.encode() + b"\0")
+        with path.open("rb") as data:
+            for block in iter(lambda: data.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def retire(base: Path, version: int) -> Path:

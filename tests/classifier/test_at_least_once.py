@@ -12,8 +12,8 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
+import numpy as np
 import pytest
 import redis
 from emostream_modelserver.server import RunningServer, start_server
@@ -39,20 +39,20 @@ class SlowModel:
 
     def load(self, base: Path, version: int) -> LoadedVersion:
         loaded = load_version(base, version)
-        run = loaded.signature
+        run = loaded.run
 
-        def slow(**inputs: Any) -> Any:
+        def slow(image: np.ndarray) -> dict[str, np.ndarray]:
             with self.lock:
                 self.in_flight += 1
                 self.started = time.monotonic()
             try:
                 time.sleep(PREDICT_DELAY_S)
-                return run(**inputs)
+                return run(image)
             finally:
                 with self.lock:
                     self.in_flight -= 1
 
-        return dataclasses.replace(loaded, signature=slow)
+        return dataclasses.replace(loaded, run=slow)
 
     def busy(self) -> bool:
         """A Predict is in flight with most of its delay still ahead, so its batch is surely unacknowledged."""

@@ -24,6 +24,7 @@ MODULES = (
     "emostream_modelserver.model_config",
     "emostream_modelserver.precision",
     "emostream_trainer.dataset",
+    "emostream_trainer.litert_export",
     "emostream_trainer.serving_config",
     "emostream_trainer.deploy_command",
 )

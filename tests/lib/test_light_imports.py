@@ -13,10 +13,11 @@ import numpy as np
 from emostream.light_imports import tensorflow_protos_only
 assert tensorflow_protos_only()
 assert not tensorflow_protos_only()  # once is enough
-from emostream_serving.tf_serving import crops_tensor, tensor_array
+from emostream_serving.tensors import to_array
+from emostream_serving.tf_serving import crops_tensor
 import mediapipe  # offered TensorFlow for its doc decorators: it must not load the runtime either
 crops = np.arange(2 * 48 * 48, dtype=np.uint8).reshape(2, 48, 48, 1)
-print(np.array_equal(tensor_array(crops_tensor(crops)), crops))
+print(np.array_equal(to_array(crops_tensor(crops)), crops))
 print(json.dumps(sorted({m.split(".")[1] for m in sys.modules if m.startswith("tensorflow.")})))
 """
 

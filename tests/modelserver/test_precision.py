@@ -45,7 +45,8 @@ def test_serve_model_refuses_bfloat16_on_a_cpu_without_it(capsys: pytest.Capture
 
 
 def test_a_server_in_auto_precision_answers_as_the_float32_model_does(model_base: Path, tmp_path: Path) -> None:
-    """Its own process, since the rewrite is process-wide: bfloat16 on this CPU if it has it, else float32."""
+    """Its own process, since the rewrite is process-wide: TensorFlow in bfloat16 on this CPU if it has it,
+    else LiteRT in float32."""
     port = free_port()
     log = tmp_path / "server.log"
     command = [sys.executable, "-m", "emostream.cli", "serve-model", "--model-base", str(model_base)]
@@ -62,5 +63,5 @@ def test_a_server_in_auto_precision_answers_as_the_float32_model_does(model_base
     expected = saved_model_predictor(model_base / "1")(faces)
     np.testing.assert_allclose(served, expected, atol=0.02)  # bfloat16 keeps ~3 significant digits
     np.testing.assert_array_equal(served.argmax(axis=1), expected.argmax(axis=1))
-    computing = "bfloat16" if computes_bfloat16() else "float32"
-    assert f"computing in {computing} (precision auto)" in log.read_text()
+    computing = "tensorflow in bfloat16" if computes_bfloat16() else "litert in float32"
+    assert f"computing with {computing}" in log.read_text()

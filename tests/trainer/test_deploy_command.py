@@ -8,6 +8,7 @@ change is written at once; tests/test_redeploy.py runs the same steps against a 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -16,7 +17,7 @@ import pytest
 from emostream_trainer.deploy_command import DeployError, Place, add_candidate, listing, main, publish, rollback
 from emostream_trainer.serving_config import read_roles
 
-from emostream.model_repository import ModelRepositoryError
+from emostream.model_repository import LITERT_MODEL, LITERT_RECORD, ModelRepositoryError, saved_model_digest
 from tests.helpers.tiny_model import export_tiny_version, synthetic_faces
 from tests.helpers.waiting import free_port
 
@@ -90,6 +91,24 @@ def test_publish_copies_a_folder_in_as_the_candidate(place: Place, tmp_path: Pat
     assert sorted(p.name for p in place.base.iterdir()) == ["1", "2"]  # no staging folder left
     with pytest.raises(ModelRepositoryError, match=r"no saved_model\.pb"):
         publish(tmp_path, place)
+
+
+def test_publish_compiles_the_litert_copy_and_compile_rewrites_it(
+    place: Place, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = export_tiny_version(tmp_path / "elsewhere", 1, LABELS)
+    shutil.rmtree(source / "assets.extra")  # a SavedModel made elsewhere has no copy
+    final, _ = publish(source, place)
+    record = json.loads((final / LITERT_RECORD).read_text())
+    assert record["source_digest"] == saved_model_digest(final) and record["max_abs_difference"] <= 1e-4
+    (final / LITERT_MODEL).unlink()
+    (final / LITERT_RECORD).unlink()
+    assert deploy(place, "compile", "1") == 0
+    assert "compiled version 1 for LiteRT" in capsys.readouterr().out
+    assert json.loads((final / LITERT_RECORD).read_text())["source_digest"] == saved_model_digest(final)
+    assert (final / LITERT_MODEL).stat().st_size > 0
+    assert deploy(place, "compile", "9") == 2
+    assert capsys.readouterr().err.strip().endswith("no version 9")
 
 
 def test_a_worse_candidate_is_refused_naming_what_is_worse(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-from emostream.cpu import computes_bfloat16
 from emostream.errors import EmostreamError
 
 Precision = Literal["auto", "float32", "bfloat16"]
@@ -31,12 +30,8 @@ def resolve(choice: Precision, native_bfloat16: bool) -> Literal["float32", "bfl
     return choice
 
 
-def apply_precision(choice: Precision, native_bfloat16: bool | None = None) -> Literal["float32", "bfloat16"]:
-    """Resolve `choice` for this CPU (or one that does or does not compute bfloat16) and configure TensorFlow
-    for it; call before any model loads."""
-    precision = resolve(choice, computes_bfloat16() if native_bfloat16 is None else native_bfloat16)
-    if precision == "bfloat16":
-        import tensorflow as tf
+def rewrite_to_bfloat16() -> None:
+    """Have TensorFlow rewrite every graph it loads from here on to bfloat16; call before any model loads."""
+    import tensorflow as tf
 
-        tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})
-    return precision
+    tf.config.optimizer.set_experimental_options({"auto_mixed_precision_onednn_bfloat16": True})

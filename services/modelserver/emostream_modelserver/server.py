@@ -11,9 +11,9 @@ from typing import Any, NoReturn
 
 import grpc
 import numpy as np
-import tensorflow as tf
+from emostream_serving.tensors import dtype_name, to_array, typed_proto
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2
 from tensorflow.core.protobuf import meta_graph_pb2
 from tensorflow_serving.apis import (
     get_model_metadata_pb2,
@@ -29,7 +29,7 @@ from emostream import metrics
 from emostream.model_repository import INPUT_KEY, SIGNATURE_NAME
 from emostream_modelserver.model_config import ConfigError, entries, read, single_model
 from emostream_modelserver.registry import ModelRegistry, RequestError
-from emostream_modelserver.versions import LoadedVersion, VersionManager, load_version
+from emostream_modelserver.versions import LoadedVersion, ModelRunError, VersionManager, load_version
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +66,6 @@ def _signature(loaded: LoadedVersion, name: str) -> meta_graph_pb2.SignatureDef:
     return loaded.signature_defs[key]
 
 
-def _dtype_name(enum: int) -> str:
-    try:
-        return str(tf.dtypes.as_dtype(enum).name)
-    except TypeError:
-        return types_pb2.DataType.Name(enum) if enum in types_pb2.DataType.values() else str(enum)
-
-
 def _check_tensor(
     key: str, proto: tensor_pb2.TensorProto, info: meta_graph_pb2.TensorInfo, max_batch: int = MAX_BATCH
 ) -> np.ndarray:
@@ -80,7 +73,7 @@ def _check_tensor(
     if proto.dtype != info.dtype:
         raise RequestError(
             grpc.StatusCode.INVALID_ARGUMENT,
-            f"input '{key}' has dtype {_dtype_name(proto.dtype)}, expected {_dtype_name(info.dtype)}",
+            f"input '{key}' has dtype {dtype_name(proto.dtype)}, expected {dtype_name(info.dtype)}",
         )
     shape = [d.size for d in proto.tensor_shape.dim]
     expected = [d.size for d in info.tensor_shape.dim]
@@ -93,8 +86,7 @@ def _check_tensor(
             grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}' has {shape[0]} items; at most {max_batch} per request"
         )
     try:
-        array: np.ndarray = tf.make_ndarray(proto)
-        return array
+        return to_array(proto)
     except (ValueError, TypeError) as error:
         raise RequestError(
             grpc.StatusCode.INVALID_ARGUMENT, f"input '{key}' content does not match its shape: {error}"
@@ -127,43 +119,6 @@ def predict_in_chunks(loaded: LoadedVersion, image: np.ndarray, chunk: int = COM
         return loaded.predict(image)
     parts = [loaded.predict(image[start : start + chunk]) for start in range(0, len(image), chunk)]
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
-
-
-def _op_message(error: tf.errors.OpError, limit: int = 300) -> str:
-    """The line of TF's multi-line error that says what went wrong, without graph node listings."""
-    noise = ("Graph execution error", "Detected at node", "[[", "Traceback", "File ")
-    lines = [line.strip() for line in str(error.message).splitlines()]
-    useful = [line for line in lines if line and not line.startswith(noise)]
-    return (useful[-1] if useful else type(error).__name__)[:limit]
-
-
-def as_proto_field(array: np.ndarray) -> tensor_pb2.TensorProto:
-    """`array` as TF Serving's Predict returns it (Tensor::AsProtoField): values in the typed field."""
-    proto = tensor_pb2.TensorProto(dtype=tf.dtypes.as_dtype(array.dtype).as_datatype_enum)
-    for size in array.shape:
-        proto.tensor_shape.dim.add(size=size)
-    flat = array.ravel()
-    if array.dtype == np.float32:
-        proto.float_val.extend(flat.tolist())
-    elif array.dtype == np.float64:
-        proto.double_val.extend(flat.tolist())
-    elif array.dtype == np.int64:
-        proto.int64_val.extend(flat.tolist())
-    elif array.dtype == np.bool_:
-        proto.bool_val.extend(flat.tolist())
-    elif array.dtype in (np.float16,):
-        proto.half_val.extend(flat.view(np.uint16).tolist())
-    elif array.dtype.kind in "iu" and array.dtype.itemsize <= 4 and array.dtype != np.uint32:
-        proto.int_val.extend(flat.tolist())
-    else:  # other dtypes do not occur in this contract; raw bytes are still a valid encoding
-        proto.CopyFrom(tf.make_tensor_proto(array))
-    return proto
-
-
-def _grpc_code(error: tf.errors.OpError) -> grpc.StatusCode:
-    """TensorFlow's error codes are gRPC's, number for number."""
-    by_number = {code.value[0]: code for code in grpc.StatusCode}
-    return by_number.get(error.error_code, grpc.StatusCode.INTERNAL)
 
 
 def output_names(request: predict_pb2.PredictRequest, sig: meta_graph_pb2.SignatureDef) -> list[str]:
@@ -213,14 +168,12 @@ class PredictionServicer(prediction_service_pb2_grpc.PredictionServiceServicer):
         wanted = output_names(request, sig)
         try:
             outputs = predict_in_chunks(loaded, inputs[INPUT_KEY])
-        except tf.errors.OpError as error:  # TF Serving answers with the session's own status code
-            raise RequestError(
-                _grpc_code(error), f"model version {loaded.version} failed: {_op_message(error)}"
-            ) from error
+        except ModelRunError as error:  # TF Serving answers with the session's own status code
+            raise RequestError(error.code, f"model version {loaded.version} failed: {error.message}") from error
         response = predict_pb2.PredictResponse()
         _fill_spec(response.model_spec, name, loaded.version, request.model_spec.signature_name or SIGNATURE_NAME)
         for output in wanted:
-            response.outputs[output].CopyFrom(as_proto_field(outputs[output]))
+            response.outputs[output].CopyFrom(typed_proto(outputs[output]))
         return response
 
     def GetModelMetadata(

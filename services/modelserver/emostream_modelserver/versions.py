@@ -6,12 +6,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
+import grpc
 import numpy as np
-import tensorflow as tf
+from emostream_serving.tensors import dtype_enum
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 
 from emostream import model_repository as repository
@@ -22,9 +23,21 @@ log = logging.getLogger(__name__)
 
 MAX_RETRY_SECONDS = 60.0
 
+RunModel = Callable[[np.ndarray], dict[str, np.ndarray]]
+"""A loaded version's serving function: a uint8 batch in, numpy outputs by name."""
+
 
 class ModelLoadError(EmostreamError, RuntimeError):
     """A version folder exists but is not a usable model for this server."""
+
+
+class ModelRunError(Exception):
+    """A loaded model failed on a request; answered to the client with this gRPC code, as TF Serving does."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -33,16 +46,14 @@ class LoadedVersion:
 
     version: int
     path: Path
-    signature: Callable[..., dict[str, tf.Tensor]]
+    run: RunModel
     signature_defs: dict[str, meta_graph_pb2.SignatureDef]
     labels: tuple[str, ...]
-    # Holds the loaded SavedModel so its variables live as long as this version is referenced.
-    module: Any = field(repr=False)
+    runtime: str = "tensorflow"
 
     def predict(self, image: np.ndarray) -> dict[str, np.ndarray]:
-        """Run serving_default on a uint8 batch; numpy outputs by name."""
-        outputs = self.signature(**{INPUT_KEY: tf.constant(image, dtype=tf.uint8)})
-        return {name: value.numpy() for name, value in outputs.items()}
+        """Run serving_default on a uint8 batch; numpy outputs by name (ModelRunError if the model fails)."""
+        return self.run(image)
 
 
 def read_signature_defs(path: Path) -> dict[str, meta_graph_pb2.SignatureDef]:
@@ -60,7 +71,7 @@ def _check_contract(signature_defs: dict[str, meta_graph_pb2.SignatureDef], path
     sig = signature_defs[SIGNATURE_NAME]
     if list(sig.inputs) != [INPUT_KEY]:
         raise ModelLoadError(f"{path}: '{SIGNATURE_NAME}' inputs are {sorted(sig.inputs)}, expected ['{INPUT_KEY}']")
-    if sig.inputs[INPUT_KEY].dtype != tf.as_dtype(INPUT_DTYPE).as_datatype_enum:
+    if sig.inputs[INPUT_KEY].dtype != dtype_enum(np.dtype(INPUT_DTYPE)):
         raise ModelLoadError(f"{path}: input '{INPUT_KEY}' is not {INPUT_DTYPE}")
     if OUTPUT_KEY not in sig.outputs:
         raise ModelLoadError(f"{path}: '{SIGNATURE_NAME}' has no '{OUTPUT_KEY}' output")
@@ -71,19 +82,31 @@ def read_labels_file(path: Path) -> tuple[str, ...]:
     return repository.read_labels(path) if repository.has_labels(path) else ()
 
 
-def load_version(base: Path, version: int) -> LoadedVersion:
-    """Load, check and warm up one version; raises ModelLoadError (or TF's error) if unusable."""
+def open_model(path: Path, runtime: Literal["litert", "tensorflow"], threads: int) -> RunModel:
+    """The version's serving function in `runtime`; each runtime's library is imported only when used."""
+    if runtime == "litert":
+        from emostream_modelserver import litert_model
+
+        return litert_model.load(path, threads)
+    from emostream_modelserver import tensorflow_model
+
+    return tensorflow_model.load(path)
+
+
+def load_version(
+    base: Path, version: int, runtime: Literal["litert", "tensorflow"] = "tensorflow", threads: int = 1
+) -> LoadedVersion:
+    """Load, check and warm up one version; raises ModelLoadError (or the runtime's error) if unusable."""
     path = base / str(version)
     signature_defs = read_signature_defs(path)
     _check_contract(signature_defs, path)
-    module = tf.saved_model.load(str(path))
     loaded = LoadedVersion(
         version=version,
         path=path,
-        signature=module.signatures[SIGNATURE_NAME],
+        run=open_model(path, runtime, threads),
         signature_defs=signature_defs,
         labels=read_labels_file(path),
-        module=module,
+        runtime=runtime,
     )
     # Warm up before the swap so the first real request does not pay for tracing, and a
     # model that cannot run (or disagrees with its labels) never replaces a working one.

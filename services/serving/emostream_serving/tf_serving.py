@@ -12,7 +12,7 @@ from typing import Any, Self
 
 import grpc
 import numpy as np
-from tensorflow.core.framework import tensor_pb2, types_pb2
+from tensorflow.core.framework import tensor_pb2
 from tensorflow_serving.apis import (
     get_model_status_pb2,
     model_service_pb2_grpc,
@@ -24,17 +24,9 @@ from emostream import model_repository as repository
 from emostream.errors import EmostreamError
 from emostream.model_repository import INPUT_KEY, OUTPUT_KEY, SIGNATURE_NAME
 from emostream.model_repository import INPUT_SHAPE as CROP_SHAPE
+from emostream_serving.tensors import content_proto, to_array
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-
-# numpy dtypes of the response tensors we decode; tensor_content is raw little-endian bytes.
-_NUMPY_DTYPES: dict[int, np.dtype[Any]] = {
-    types_pb2.DT_FLOAT: np.dtype("<f4"),
-    types_pb2.DT_DOUBLE: np.dtype("<f8"),
-    types_pb2.DT_UINT8: np.dtype("u1"),
-    types_pb2.DT_INT32: np.dtype("<i4"),
-    types_pb2.DT_INT64: np.dtype("<i8"),
-}
 
 
 class ServingError(EmostreamError, RuntimeError):
@@ -64,26 +56,7 @@ def crops_tensor(crops: np.ndarray) -> tensor_pb2.TensorProto:
         raise ValueError(f"crops must be uint8, got {crops.dtype}")
     if crops.ndim != 4 or crops.shape[1:] != CROP_SHAPE or crops.shape[0] < 1:
         raise ValueError(f"crops must have shape [N>=1,48,48,1], got {list(crops.shape)}")
-    proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_UINT8, tensor_content=np.ascontiguousarray(crops).tobytes())
-    for size in crops.shape:
-        proto.tensor_shape.dim.add(size=size)
-    return proto
-
-
-def tensor_array(proto: tensor_pb2.TensorProto) -> np.ndarray:
-    """A numeric TensorProto as numpy, from tensor_content or the typed repeated fields."""
-    dtype = _NUMPY_DTYPES.get(proto.dtype)
-    if dtype is None:
-        raise ValueError(f"unsupported tensor dtype {types_pb2.DataType.Name(proto.dtype)}")
-    shape = tuple(d.size for d in proto.tensor_shape.dim)
-    if proto.tensor_content:
-        return np.frombuffer(proto.tensor_content, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="))
-    values = {
-        types_pb2.DT_FLOAT: proto.float_val,
-        types_pb2.DT_DOUBLE: proto.double_val,
-        types_pb2.DT_INT64: proto.int64_val,
-    }.get(proto.dtype, proto.int_val)
-    return np.asarray(values, dtype=dtype.newbyteorder("=")).reshape(shape)
+    return content_proto(crops)
 
 
 def _rpc_error(what: str, error: grpc.RpcError) -> ServingError:
@@ -143,7 +116,7 @@ class ServingClient:
         if OUTPUT_KEY not in response.outputs:
             raise ServingError(f"Predict response has no '{OUTPUT_KEY}' output (got {sorted(response.outputs)})")
         try:
-            probabilities = tensor_array(response.outputs[OUTPUT_KEY]).astype(np.float32, copy=False)
+            probabilities = to_array(response.outputs[OUTPUT_KEY]).astype(np.float32, copy=False)
         except ValueError as error:
             raise ServingError(f"Predict response '{OUTPUT_KEY}' is malformed: {error}") from error
         if probabilities.ndim != 2 or probabilities.shape[0] != batch:

@@ -170,9 +170,25 @@ def add_candidate(place: Place, version: int) -> str:
 
 
 def publish(source: Path, place: Place) -> tuple[Path, str]:
-    """Copy a SavedModel folder in as the next version and make it the candidate."""
-    final = repository.publish(place.base, repository.copy_from(source))
+    """Copy a SavedModel folder in (with its LiteRT copy compiled) as the next version and make it the candidate."""
+    from emostream_trainer.litert_export import compiling
+
+    final = repository.publish(place.base, compiling(repository.copy_from(source)))
     return final, add_candidate(place, int(final.name))
+
+
+def compile_litert(place: Place, version: int) -> str:
+    """(Re)write an existing version's LiteRT copy, for versions published without one."""
+    from emostream_trainer.litert_export import CompileError, compile_version
+
+    folder = repository.version_folder(place.base, version)
+    if not (folder / repository.SAVED_MODEL_FILE).is_file():
+        raise DeployError(f"{place.base}: no version {version}")
+    try:
+        found = compile_version(folder)
+    except CompileError as error:
+        raise DeployError(str(error)) from None
+    return f"compiled version {version} for LiteRT: {folder / repository.LITERT_MODEL} (differs by at most {found:.1g})"
 
 
 def retire(place: Place, version: int) -> Path:
@@ -425,6 +441,8 @@ def main(argv: list[str]) -> int:
     publish_parser = commands.add_parser("publish", help="copy a SavedModel folder in as the candidate")
     publish_parser.add_argument("source", type=Path)
     _promote_arguments(commands.add_parser("promote", help="serve the candidate if it passes the gate, then watch"))
+    compile_parser = commands.add_parser("compile", help="write a version's LiteRT copy (what the model server runs)")
+    compile_parser.add_argument("version", type=int)
     retire_parser = commands.add_parser("retire", help="move a version no server loads into <base>/.retired")
     retire_parser.add_argument("version", type=int)
     rollback_parser = commands.add_parser("rollback", help="serve the previous version again")
@@ -462,6 +480,8 @@ def run(args: argparse.Namespace, place: Place) -> int:
         print(f"serving version {promoted} (label '{STABLE}'); version {previous} stays loaded for rollback")
         if args.watch_s > 0 and promoted != previous and server_available(place) is not None:
             return auto_rollback_after_watch(place, promoted, previous, args)
+    elif args.command == "compile":
+        print(compile_litert(place, args.version))
     elif args.command == "retire":
         print(f"retired version {args.version}: moved to {retire(place, args.version)}")
     elif args.command == "rollback":

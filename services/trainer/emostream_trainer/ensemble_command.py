@@ -81,7 +81,11 @@ def run(args: argparse.Namespace) -> int:
             scores = summary(probabilities, validation.targets, labels)
             card.update(validation=str(args.validation), validation_accuracy=scores["accuracy"])
             card["validation_scores"] = scores
-        final = repository.publish(args.model_base, repository.copy_from(Path(built)), labels=labels, card=card)
+        from emostream_trainer.litert_export import compiling
+
+        final = repository.publish(
+            args.model_base, compiling(repository.copy_from(Path(built))), labels=labels, card=card
+        )
     print(json.dumps({"exported": str(final), "validation_scores": card.get("validation_scores")}))
     from emostream_trainer.deploy_command import announce_candidate
 

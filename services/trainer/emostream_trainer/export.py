@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from emostream import model_repository as repository
 from emostream.model_repository import INPUT_KEY, INPUT_SHAPE, OUTPUT_KEY, SIGNATURE_NAME
+from emostream_trainer.litert_export import compiling
 from emostream_trainer.model import fold_batch_norm
 from emostream_trainer.recipe import Recipe
 from emostream_trainer.training import build_model, flip_averaged_logits
@@ -63,4 +64,4 @@ def export_version(
     def write(target: Path) -> None:
         write_saved_model(model, indices, target)
 
-    return repository.publish(base, write, labels=labels, card=card, version=version)
+    return repository.publish(base, compiling(write), labels=labels, card=card, version=version)

@@ -1,0 +1,113 @@
+"""The LiteRT runtime: a version's compiled copy, served without TensorFlow's runtime, or refused by name."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from emostream_modelserver.precision import PrecisionError
+from emostream_modelserver.runtime import Compute, choose
+from emostream_modelserver.server import start_server
+from emostream_modelserver.versions import LoadedVersion, ModelLoadError, load_version
+from emostream_serving.tf_serving import ServingClient
+from emostream_trainer.evaluate_command import saved_model_predictor
+
+from emostream.model_repository import LITERT_MODEL, LITERT_RECORD
+from tests.helpers.tiny_model import export_tiny_version, synthetic_faces
+from tests.helpers.waiting import free_port, wait_for
+from tests.modelserver.conftest import MODEL_NAME, POLL_SECONDS
+
+TENSORFLOW_RUNTIME_MB = 400
+"""TensorFlow's runtime alone holds ~650 MB once imported; a LiteRT server stays far below."""
+
+
+def test_auto_runs_litert_unless_bfloat16_is_native_and_asked_for() -> None:
+    assert choose("auto", "auto", native_bfloat16=False) == Compute("litert", "float32")
+    assert choose("auto", "auto", native_bfloat16=True) == Compute("tensorflow", "bfloat16")
+    assert choose("auto", "float32", native_bfloat16=True) == Compute("litert", "float32")
+    assert choose("litert", "auto", native_bfloat16=True) == Compute("litert", "float32")
+    assert choose("tensorflow", "auto", native_bfloat16=False) == Compute("tensorflow", "float32")
+    with pytest.raises(PrecisionError, match="needs runtime tensorflow"):
+        choose("litert", "bfloat16", native_bfloat16=True)
+
+
+def test_the_litert_copy_answers_as_the_saved_model_does(model_base: Path) -> None:
+    faces = np.concatenate([synthetic_faces(i, 5, seed=70 + i) for i in range(3)])
+    loaded = load_version(model_base, 1, runtime="litert", threads=2)
+    assert loaded.runtime == "litert"
+    np.testing.assert_allclose(
+        loaded.predict(faces)["probabilities"], saved_model_predictor(model_base / "1")(faces), atol=1e-5
+    )
+
+
+def test_a_version_without_a_copy_is_refused_with_the_command_that_writes_it(model_base: Path) -> None:
+    (model_base / "1" / LITERT_RECORD).unlink()
+    with pytest.raises(ModelLoadError, match=r"has no LiteRT copy .*`emostream deploy compile 1` writes it"):
+        load_version(model_base, 1, runtime="litert")
+
+
+def test_a_copy_of_another_saved_model_is_never_served(model_base: Path, tmp_path: Path) -> None:
+    other = export_tiny_version(tmp_path / "other", 1, ("a", "b"))
+    shutil.copy(other / LITERT_MODEL, model_base / "1" / LITERT_MODEL)
+    shutil.copy(other / LITERT_RECORD, model_base / "1" / LITERT_RECORD)
+    with pytest.raises(ModelLoadError, match="compiled from another SavedModel"):
+        load_version(model_base, 1, runtime="litert")
+    (model_base / "1" / LITERT_RECORD).write_text("{not json")
+    with pytest.raises(ModelLoadError, match="not a readable compile record"):
+        load_version(model_base, 1, runtime="litert")
+
+
+def test_a_corrupt_copy_is_refused_in_one_line(model_base: Path) -> None:
+    record = json.loads((model_base / "1" / LITERT_RECORD).read_text())
+    (model_base / "1" / LITERT_MODEL).write_bytes(b"not a flatbuffer" * 10)
+    (model_base / "1" / LITERT_RECORD).write_text(json.dumps(record))
+    with pytest.raises(ModelLoadError, match="not a usable LiteRT model") as refused:
+        load_version(model_base, 1, runtime="litert")
+    assert "\n" not in str(refused.value)
+
+
+def test_a_server_keeps_serving_when_a_new_version_has_no_copy(
+    model_base: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def litert(base: Path, version: int) -> LoadedVersion:
+        return load_version(base, version, runtime="litert")
+
+    running = start_server(model_base, MODEL_NAME, port=0, poll_seconds=POLL_SECONDS, loader=litert)
+    try:
+        running.wait_until_serving(timeout=30)
+        with caplog.at_level(logging.ERROR):
+            second = export_tiny_version(tmp_path / "staging", 2)
+            (second / LITERT_RECORD).unlink()
+            second.rename(model_base / "2")  # appears whole, as a publish does
+            wait_for(lambda: "cannot load model version 2" in caplog.text, 10, "version 2 refused")
+        assert "`emostream deploy compile 2` writes it" in caplog.text
+        with ServingClient(f"127.0.0.1:{running.port}", MODEL_NAME) as client:
+            assert client.predict(synthetic_faces(0, 2, seed=3)).model_version == 1
+    finally:
+        running.stop(grace=0)
+
+
+def test_a_litert_server_process_never_loads_tensorflows_runtime(model_base: Path, tmp_path: Path) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "emostream.cli", "serve-model", "--model-base", str(model_base)]
+    with (tmp_path / "server.log").open("w") as sink:
+        server = subprocess.Popen([*command, "--port", str(port), "--runtime", "litert"], stderr=sink)
+    try:
+        faces = np.concatenate([synthetic_faces(i, 4, seed=80 + i) for i in range(3)])
+        with ServingClient(f"127.0.0.1:{port}", MODEL_NAME, timeout_seconds=30.0) as client:
+            client.wait_ready(timeout=120)
+            served = client.predict(faces).probabilities
+        status = Path(f"/proc/{server.pid}/status").read_text()
+        peak_mb = int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) / 1024
+    finally:
+        server.terminate()
+        server.wait(30)
+    np.testing.assert_allclose(served, saved_model_predictor(model_base / "1")(faces), atol=1e-5)
+    assert peak_mb < TENSORFLOW_RUNTIME_MB, f"peak {peak_mb:.0f} MB: TensorFlow's runtime was loaded"
+    assert "computing with litert in float32" in (tmp_path / "server.log").read_text()
