@@ -1,9 +1,10 @@
 """Baseline: a careful single-process loop (MediaPipe, then one model call per frame with all its faces).
 
-    uv run python bench/seed_loop.py [--frames 300] [--model-base models/emotion]
+    uv run python bench/seed_loop.py [--frames 300] [--model-base models/emotion] [--runtime litert|tensorflow]
 
 Same video, detector range and model as bench/pipeline.py, and the classifier's per-frame batching;
-prints frames/s, faces/s and its peak resident memory for comparison.
+the model runs in-process through the model server's own loader, in the runtime asked for, on every
+core. Prints frames/s, faces/s and its peak resident memory for comparison.
 """
 
 from __future__ import annotations
@@ -16,12 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
-import tensorflow as tf
-from emostream_detector.detection import FaceFinder
-from emostream_detector.model_file import NEAR, fetch_model
 
+from emostream.light_imports import tensorflow_protos_only
 from emostream.model_repository import numbered_versions
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -33,9 +31,18 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/fer2013/validation"))
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--model-base", type=Path, default=Path("models/emotion"))
+    parser.add_argument("--runtime", choices=("litert", "tensorflow"), default="litert")
     args = parser.parse_args()
+    if args.runtime == "litert":
+        tensorflow_protos_only()  # as the model server's process: no TensorFlow runtime
+    import cv2
+    from emostream_detector.detection import FaceFinder
+    from emostream_detector.model_file import NEAR, fetch_model
+    from emostream_modelserver.runtime import usable_cores
+    from emostream_modelserver.versions import load_version
+
     version = numbered_versions(args.model_base)[-1]
-    serve = tf.saved_model.load(str(args.model_base / str(version))).signatures["serving_default"]
+    model = load_version(args.model_base, version, runtime=args.runtime, threads=usable_cores())
     finder = FaceFinder(fetch_model(NEAR))  # the default range, as the pipeline
     with tempfile.TemporaryDirectory() as folder:
         video = Path(folder) / "bench.avi"
@@ -49,7 +56,7 @@ def main() -> int:
                 break
             crops = [detection.crop for detection in finder.find(frame)]
             if crops:  # one call per frame with all its faces, as the classifier batches them
-                serve(image=tf.constant(np.stack(crops)[:, :, :, None]))
+                model.predict(np.stack(crops)[:, :, :, None])
             faces += len(crops)
             frames += 1
         elapsed = time.perf_counter() - started
@@ -57,7 +64,7 @@ def main() -> int:
     print(
         json.dumps(
             {
-                "mode": "seed loop (one process)",
+                "mode": f"seed loop (one process, {args.runtime})",
                 "frames": frames,
                 "faces": faces,
                 "frames_per_s": round(frames / elapsed, 1),

@@ -32,6 +32,9 @@ CLASSIFIER_EVENTS = Counter("emostream_classifier_faces_total", "Faces classifie
 CLASSIFIER_BATCH_FACES = Histogram(
     "emostream_classifier_batch_faces", "Faces per Predict call", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256)
 )
+CLASSIFIER_REUSED_FACES = Counter(
+    "emostream_classifier_reused_faces_total", "Faces scored by a recent classification of the same unchanged face"
+)
 CLASSIFIER_PREDICT_SECONDS = Histogram(
     "emostream_classifier_predict_seconds",
     "Duration of one Predict call, as the classifier sees it",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -154,7 +155,7 @@ def test_classifier_publishes_one_event_per_face_in_batches(
     faces = make_faces(40)
     put_faces(redis_client, faces)
     classifier = Classifier(
-        settings(redis_url, model_server.port, tiny_model_base),
+        settings(redis_url, model_server.port, tiny_model_base, reuse_ms=0),  # every face to the model
         redis_client,
         serving,
         logging.getLogger("test.classifier"),
@@ -267,3 +268,67 @@ def test_batch_is_held_while_the_model_server_is_down(
             stop.set()
     assert not failures, failures
     assert [e.label for e in read_events(redis_client)] == [expected_label(f) for f in faces]
+
+
+def still_face(frames: int, every_ms: int, camera: str = "still") -> list[wire.Face]:
+    """One face that does not move or change, in `frames` frames `every_ms` apart."""
+    face = make_faces(1, camera)[0]
+
+    def at(seq: int) -> int:
+        return 1_000 + seq * every_ms
+
+    return [
+        dataclasses.replace(
+            face, frame_seq=seq, ts_capture_ms=1_000 + seq * every_ms, ts_detect_ms=1_000 + seq * every_ms
+        )
+        for seq in range(frames)
+    ]
+
+
+def test_an_unchanged_face_reuses_its_scores_until_they_are_reuse_ms_old(
+    redis_url: str,
+    redis_client: redis.Redis,
+    model_server: RunningServer,
+    tiny_model_base: Path,
+    serving: CountingServing,
+) -> None:
+    faces = still_face(30, every_ms=33)  # a second of a 30 fps camera
+    classifier = Classifier(
+        settings(redis_url, model_server.port, tiny_model_base, reuse_ms=300, batch_size=1),
+        redis_client,
+        serving,
+        logging.getLogger("test.classifier"),
+        threading.Event(),
+    )
+    put_faces(redis_client, faces)
+    run_until(classifier, lambda: redis_client.xlen(names.SCORED) >= 30, "30 events")
+    events = sorted(read_events(redis_client), key=lambda e: e.frame_seq)
+    assert [e.frame_seq for e in events] == list(range(30))  # still an event for every face
+    assert {e.label for e in events} == {expected_label(faces[0])}
+    assert {e.score for e in events} == {events[0].score}
+    # Looked at again once its last look is over 300 ms old: frames 0, 10 and 20 (of 33 ms each).
+    assert serving.batches == [1, 1, 1]
+
+
+def test_a_changed_face_is_classified_again_at_once(
+    redis_url: str,
+    redis_client: redis.Redis,
+    model_server: RunningServer,
+    tiny_model_base: Path,
+    serving: CountingServing,
+) -> None:
+    still = still_face(2, every_ms=33)
+    other = make_faces(2, "still")[1].crop  # another face (another label) in the same place
+    changed = dataclasses.replace(still[1], crop=other)
+    classifier = Classifier(
+        settings(redis_url, model_server.port, tiny_model_base, batch_size=1),
+        redis_client,
+        serving,
+        logging.getLogger("test.classifier"),
+        threading.Event(),
+    )
+    put_faces(redis_client, [still[0], changed])
+    run_until(classifier, lambda: redis_client.xlen(names.SCORED) >= 2, "2 events")
+    labels = [e.label for e in sorted(read_events(redis_client), key=lambda e: e.frame_seq)]
+    assert labels == [expected_label(make_faces(2)[0]), expected_label(make_faces(2)[1])]
+    assert serving.batches == [1, 1]

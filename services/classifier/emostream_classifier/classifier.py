@@ -19,6 +19,7 @@ from emostream.streams import Consumer, Message, Once, Publisher, publish_once
 from emostream.telemetry import Meter
 from emostream.wire import EmotionEvent, Face, decode_face, encode_event
 from emostream_classifier.batching import collect
+from emostream_classifier.reuse import RecentScores
 from emostream_classifier.settings import ClassifierSettings
 from emostream_classifier.shadow import Shadow
 
@@ -111,11 +112,27 @@ class Classifier:
             claim_idle_ms=settings.claim_idle_ms,
         )
         self.scored: Publisher[EmotionEvent] = Publisher(names.SCORED, encode_event, settings.events_maxlen)
+        self.recent = RecentScores(settings.reuse_ms, settings.reuse_max_difference)
         self.meter = Meter(client, "classifier", settings.consumer, log)
 
     def classify(self, batch: list[Message[Face]]) -> list[EmotionEvent | str]:
-        """One Predict for the batch: an event per face, or the reason a face's scores are unusable."""
+        """An event per face, or the reason a face's scores are unusable. Faces whose crop has not
+        changed since a recent classification reuse its scores; the rest go to one Predict call."""
         faces = [message.value for message in batch]
+        known = [self.recent.find(face) for face in faces]
+        asked = [face for face, scored in zip(faces, known, strict=True) if scored is None]
+        answers = iter(self.predict(asked) if asked else [])
+        results: list[EmotionEvent | str] = []
+        for face, scored in zip(faces, known, strict=True):
+            if scored is None:
+                results.append(next(answers))
+            else:
+                results.append(self.event(face, scored.probabilities, scored.version))
+        metrics.CLASSIFIER_REUSED_FACES.inc(len(faces) - len(asked))
+        return results
+
+    def predict(self, faces: list[Face]) -> list[EmotionEvent | str]:
+        """One Predict for `faces`: an event per face, or the reason its scores are unusable."""
         crops = np.stack([face.crop for face in faces])[..., None]
         metrics.CLASSIFIER_BATCH_FACES.observe(len(faces))
         started = time.monotonic()
@@ -128,10 +145,7 @@ class Classifier:
         self.record(len(faces), started, prediction.model_version)
         if prediction.model_version < 1:
             raise ContractError(f"Predict response names model version {prediction.model_version}")
-        try:
-            labels = read_labels(self.settings.model_base, prediction.model_version)
-        except ModelRepositoryError as error:  # missing or empty labels.txt for the version that answered
-            raise ContractError(str(error)) from error
+        labels = self.labels(prediction.model_version)
         probabilities = np.asarray(prediction.probabilities)
         if probabilities.ndim != 2 or len(probabilities) != len(faces):
             raise ContractError(f"model returned shape {list(probabilities.shape)} for {len(faces)} faces")
@@ -142,8 +156,21 @@ class Classifier:
         if self.shadow is not None:  # returns at once: the candidate is asked off this path
             cameras = [face.camera for face in faces]
             self.shadow.offer(crops, cameras, prediction, [e.label for e in events], (time.monotonic() - started) * 1e3)
+        for face, row, good in zip(faces, probabilities, ok, strict=True):
+            if good:
+                self.recent.remember(face, row, prediction.model_version)
         reason = f"model version {prediction.model_version} returned scores that are not probabilities"
         return [event if good else reason for event, good in zip(events, ok, strict=True)]
+
+    def event(self, face: Face, probabilities: np.ndarray, version: int) -> EmotionEvent:
+        """The event of a face scored by a recent classification of the same face."""
+        return to_events([face], probabilities[None], self.labels(version), self.settings.model_name, version)[0]
+
+    def labels(self, version: int) -> tuple[str, ...]:
+        try:
+            return read_labels(self.settings.model_base, version)
+        except ModelRepositoryError as error:  # missing or empty labels.txt for the version that answered
+            raise ContractError(str(error)) from error
 
     def record(self, faces: int, started: float, version: int | None) -> None:
         """Served-path counters per version label, which the watch after a promotion reads."""

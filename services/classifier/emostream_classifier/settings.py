@@ -45,6 +45,16 @@ class ClassifierSettings(CommonSettings):
         description="longest wait to fill a batch once it has a face (0: send what is there; faces that arrive "
         "during a Predict call make the next batch)",
     )
+    reuse_ms: int = Field(
+        500,
+        ge=0,
+        le=10_000,
+        description="a face whose crop has not changed reuses its scores from a classification at most this old "
+        "(capture time), so a change of expression shows within it (0: classify every face)",
+    )
+    reuse_max_difference: float = Field(
+        3.0, ge=0, le=255, description="largest mean grey-level difference of a crop that counts as unchanged"
+    )
     block_ms: int = Field(500, ge=1, le=60_000, description="longest wait for the first face of a batch")
     request_timeout_s: float = Field(10.0, gt=0, le=300, description="deadline of one Predict call")
     claim_idle_ms: int = Field(30_000, ge=1000, description="faces idle this long at a dead replica are taken over")
