@@ -332,3 +332,27 @@ def test_a_changed_face_is_classified_again_at_once(
     labels = [e.label for e in sorted(read_events(redis_client), key=lambda e: e.frame_seq)]
     assert labels == [expected_label(make_faces(2)[0]), expected_label(make_faces(2)[1])]
     assert serving.batches == [1, 1]
+
+
+def test_copies_of_one_face_in_one_batch_go_to_the_model_once(
+    redis_url: str,
+    redis_client: redis.Redis,
+    model_server: RunningServer,
+    tiny_model_base: Path,
+    serving: CountingServing,
+) -> None:
+    """A backlog (frames arriving faster than they are classified) holds the same face many times."""
+    faces = still_face(8, every_ms=33) + still_face(8, every_ms=33, camera="another")
+    put_faces(redis_client, faces)
+    classifier = Classifier(
+        settings(redis_url, model_server.port, tiny_model_base, batch_size=16),
+        redis_client,
+        serving,
+        logging.getLogger("test.classifier"),
+        threading.Event(),
+    )
+    run_until(classifier, lambda: redis_client.xlen(names.SCORED) >= 16, "16 events")
+    events = read_events(redis_client)
+    assert sorted((e.camera, e.frame_seq) for e in events) == sorted((f.camera, f.frame_seq) for f in faces)
+    assert {e.label for e in events} == {expected_label(faces[0])}
+    assert serving.batches == [2]  # one look per camera

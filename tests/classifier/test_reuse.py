@@ -81,3 +81,10 @@ def test_overlap_and_difference() -> None:
     assert overlap(Box(0, 0, 10, 10), Box(10, 0, 10, 10)) == 0.0
     assert overlap(Box(0, 0, 10, 10), Box(5, 0, 10, 10)) == 50 / 150
     assert crop_difference(np.zeros((2, 2), np.uint8), np.full((2, 2), 255, np.uint8)) == 255.0
+
+
+def test_a_face_is_the_same_face_only_on_its_own_camera() -> None:
+    recent = RecentScores(max_age_ms=500, max_difference=3.0)
+    assert recent.same_face(face(0), face(33))
+    assert not recent.same_face(face(0), face(33, camera="other"))
+    assert not recent.same_face(face(0), face(33, shade=130))

@@ -19,7 +19,7 @@ from emostream.streams import Consumer, Message, Once, Publisher, publish_once
 from emostream.telemetry import Meter
 from emostream.wire import EmotionEvent, Face, decode_face, encode_event
 from emostream_classifier.batching import collect
-from emostream_classifier.reuse import RecentScores
+from emostream_classifier.reuse import RecentScores, Scored
 from emostream_classifier.settings import ClassifierSettings
 from emostream_classifier.shadow import Shadow
 
@@ -116,23 +116,40 @@ class Classifier:
         self.meter = Meter(client, "classifier", settings.consumer, log)
 
     def classify(self, batch: list[Message[Face]]) -> list[EmotionEvent | str]:
-        """An event per face, or the reason a face's scores are unusable. Faces whose crop has not
-        changed since a recent classification reuse its scores; the rest go to one Predict call."""
+        """An event per face, or the reason a face's scores are unusable.
+
+        A face whose crop has not changed since a recent classification, or since an earlier face of
+        this batch, reuses those scores; the rest go to one Predict call.
+        """
         faces = [message.value for message in batch]
-        known = [self.recent.find(face) for face in faces]
-        asked = [face for face, scored in zip(faces, known, strict=True) if scored is None]
-        answers = iter(self.predict(asked) if asked else [])
-        results: list[EmotionEvent | str] = []
-        for face, scored in zip(faces, known, strict=True):
-            if scored is None:
-                results.append(next(answers))
-            else:
-                results.append(self.event(face, scored.probabilities, scored.version))
+        asked: list[Face] = []
+        sources: list[Scored | int] = []  # per face: a recent classification, or its place among `asked`
+        for face in faces:
+            scored = self.recent.find(face)
+            if scored is not None:
+                sources.append(scored)
+                continue
+            same = next((i for i, earlier in enumerate(asked) if self.recent.same_face(earlier, face)), None)
+            if same is None:
+                asked.append(face)
+            sources.append(len(asked) - 1 if same is None else same)
+        answer = self.predict(asked) if asked else None
         metrics.CLASSIFIER_REUSED_FACES.inc(len(faces) - len(asked))
+        results: list[EmotionEvent | str] = []
+        for face, source in zip(faces, sources, strict=True):
+            if isinstance(source, Scored):
+                results.append(self.event(face, source.probabilities, source.version))
+                continue
+            assert answer is not None
+            probabilities, ok, version = answer
+            if ok[source]:
+                results.append(self.event(face, probabilities[source], version))
+            else:
+                results.append(f"model version {version} returned scores that are not probabilities")
         return results
 
-    def predict(self, faces: list[Face]) -> list[EmotionEvent | str]:
-        """One Predict for `faces`: an event per face, or the reason its scores are unusable."""
+    def predict(self, faces: list[Face]) -> tuple[np.ndarray, np.ndarray, int]:
+        """One Predict for `faces`: their probabilities, which rows are usable, and the version that answered."""
         crops = np.stack([face.crop for face in faces])[..., None]
         metrics.CLASSIFIER_BATCH_FACES.observe(len(faces))
         started = time.monotonic()
@@ -147,20 +164,20 @@ class Classifier:
             raise ContractError(f"Predict response names model version {prediction.model_version}")
         labels = self.labels(prediction.model_version)
         probabilities = np.asarray(prediction.probabilities)
-        if probabilities.ndim != 2 or len(probabilities) != len(faces):
-            raise ContractError(f"model returned shape {list(probabilities.shape)} for {len(faces)} faces")
+        if probabilities.shape != (len(faces), len(labels)):
+            raise ContractError(
+                f"model returned shape {list(probabilities.shape)}, expected {[len(faces), len(labels)]} for labels "
+                f"{list(labels)}"
+            )
         ok = valid_rows(probabilities)
-        events = to_events(
-            faces, np.where(ok[:, None], probabilities, 0.0), labels, self.settings.model_name, prediction.model_version
-        )
         if self.shadow is not None:  # returns at once: the candidate is asked off this path
+            served = [labels[int(i)] for i in np.where(ok[:, None], probabilities, 0.0).argmax(axis=1)]
             cameras = [face.camera for face in faces]
-            self.shadow.offer(crops, cameras, prediction, [e.label for e in events], (time.monotonic() - started) * 1e3)
+            self.shadow.offer(crops, cameras, prediction, served, (time.monotonic() - started) * 1e3)
         for face, row, good in zip(faces, probabilities, ok, strict=True):
             if good:
                 self.recent.remember(face, row, prediction.model_version)
-        reason = f"model version {prediction.model_version} returned scores that are not probabilities"
-        return [event if good else reason for event, good in zip(events, ok, strict=True)]
+        return probabilities, ok, prediction.model_version
 
     def event(self, face: Face, probabilities: np.ndarray, version: int) -> EmotionEvent:
         """The event of a face scored by a recent classification of the same face."""

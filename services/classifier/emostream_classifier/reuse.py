@@ -22,6 +22,7 @@ from emostream.wire import Box, Face
 class Scored:
     """One real classification: what the model saw and said, and which version said it."""
 
+    camera: str
     box: Box
     crop: np.ndarray
     probabilities: np.ndarray
@@ -62,21 +63,22 @@ class RecentScores:
         self.max_cameras = max_cameras
         self._cameras: OrderedDict[str, deque[Scored]] = OrderedDict()
 
+    def same_face(self, seen: Face | Scored, face: Face) -> bool:
+        """Whether `face` is `seen` again: within the age limit, in about the same place, its crop unchanged."""
+        return (
+            self.max_age_ms > 0
+            and face.camera == seen.camera
+            and abs(face.ts_capture_ms - seen.ts_capture_ms) <= self.max_age_ms
+            and overlap(face.box, seen.box) >= self.min_overlap
+            and crop_difference(face.crop, seen.crop) <= self.max_difference
+        )
+
     def find(self, face: Face) -> Scored | None:
         """The recent classification of this very face, if its crop has barely changed since."""
-        if self.max_age_ms <= 0:
-            return None
         recent = self._cameras.get(face.camera)
-        if not recent:
+        if not recent or self.max_age_ms <= 0:
             return None
-        for scored in reversed(recent):  # newest first
-            if abs(face.ts_capture_ms - scored.ts_capture_ms) > self.max_age_ms:
-                continue
-            if overlap(face.box, scored.box) < self.min_overlap:
-                continue
-            if crop_difference(face.crop, scored.crop) <= self.max_difference:
-                return scored
-        return None
+        return next((scored for scored in reversed(recent) if self.same_face(scored, face)), None)  # newest first
 
     def remember(self, face: Face, probabilities: np.ndarray, version: int) -> None:
         """Keep a real classification of `face`; older ones of its camera leave as the window moves."""
@@ -88,7 +90,9 @@ class RecentScores:
             while len(self._cameras) > self.max_cameras:
                 self._cameras.popitem(last=False)  # the camera seen least recently
         self._cameras.move_to_end(face.camera)
-        recent.append(Scored(face.box, face.crop.copy(), probabilities.copy(), version, face.ts_capture_ms))
+        recent.append(
+            Scored(face.camera, face.box, face.crop.copy(), probabilities.copy(), version, face.ts_capture_ms)
+        )
         while recent and face.ts_capture_ms - recent[0].ts_capture_ms > self.max_age_ms:
             recent.popleft()
 
