@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager, suppress
 from pathlib import Path
 from types import FrameType
@@ -45,6 +46,8 @@ from emostream.telemetry import healthy
 
 PROG = "emostream up"
 LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", None}
+GATE_TTL_S = 3600
+"""How long the key that lets capture start is kept: long after capture has read it."""
 
 
 class UpSettings(CommonSettings):
@@ -183,8 +186,15 @@ def redis_server_args(server: str, port: int, folder: Path, data_dir: Path | Non
     ]
 
 
-def ensure_redis(url: str, children: Children, folder: Path, data_dir: Path | None = None) -> str:
-    """`url` if Redis answers there; else the URL of a private redis-server started here."""
+def ensure_redis(
+    url: str,
+    children: Children,
+    folder: Path,
+    data_dir: Path | None = None,
+    before_starting: Callable[[], object] = lambda: None,
+) -> str:
+    """`url` if Redis answers there; else the URL of a private redis-server started here, once
+    `before_starting` has returned (it raises to start none)."""
     try:
         connect(url, timeout_s=1.0).close()
         return url
@@ -195,6 +205,7 @@ def ensure_redis(url: str, children: Children, folder: Path, data_dir: Path | No
                 f"{error}. Install redis-server (apt-get install redis-server) to let "
                 f"`{PROG}` start a private one, or point EMOSTREAM_REDIS_URL at a Redis."
             ) from None
+    before_starting()
     port = free_port()
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -236,6 +247,11 @@ def check_sources(sources: list[str], env: dict[str, str]) -> list[str]:
         raise BadSource(lines[-1].removeprefix("emostream capture: "))
     cameras: list[str] = json.loads(result.stdout)
     return cameras
+
+
+def resolve_sources(given: list[str], scratch: Path, env: dict[str, str]) -> tuple[list[str], list[str]]:
+    """The sources to capture and their camera ids: those given, checked; else the default ones."""
+    return (given, check_sources(given, env)) if given else default_sources(scratch, env)
 
 
 def default_sources(scratch: Path, env: dict[str, str]) -> tuple[list[str], list[str]]:
@@ -360,8 +376,8 @@ def child_env(environ: dict[str, str]) -> dict[str, str]:
     return {**third_party_log_env(level), **environ, "EMOSTREAM_LOG_LEVEL": level}
 
 
-def start_services(settings: UpSettings, children: Children, client: redis.Redis, target: str, started: float) -> None:
-    """Start every replica at once (each loads in parallel, the model server too); wait until all are ready."""
+def start_services(settings: UpSettings, children: Children, client: redis.Redis, target: str) -> list[tuple[str, str]]:
+    """Start every replica at once (each loads in parallel, the model server too); their (service, consumer)."""
     commands = {"classifier": "classify", "detector": "detect", "tracker": "track"}
     service_env = {
         "classifier": {
@@ -380,9 +396,7 @@ def start_services(settings: UpSettings, children: Children, client: redis.Redis
     client.delete(*(names.heartbeat(service, consumer) for service, consumer in replicas))
     for service, consumer in replicas:
         children.emostream(consumer, [commands[service]], EMOSTREAM_CONSUMER=consumer, **service_env[service])
-    announcer = Announcer(started, None if settings.serving_target else target)
-    announcer.waiting(replicas)
-    wait_for_replicas(client, children, replicas, settings.ready_timeout_s, announcer.ready)
+    return replicas
 
 
 def run(settings: UpSettings, started: float) -> int:
@@ -392,25 +406,33 @@ def run(settings: UpSettings, started: float) -> int:
         stack.callback(children.stop)  # runs first: every child has ended before its temp folder goes
         # The model server loads longest and needs neither Redis nor the sources: it starts first.
         target = start_model_server(settings, children)
-        if settings.sources:  # a bad source stops here, before any stream service has started
-            sources, cameras = settings.sources, check_sources(settings.sources, children.env)
-        else:
-            sources, cameras = default_sources(scratch, children.env)
-        redis_url = ensure_redis(settings.redis_url, children, scratch, settings.redis_dir)
+        # Sources are checked (and the demo written) while Redis and the replicas start.
+        checking = ThreadPoolExecutor(1, thread_name_prefix="source-check")
+        stack.callback(checking.shutdown, wait=False, cancel_futures=True)
+        checked = checking.submit(resolve_sources, settings.sources, scratch, dict(children.env))
+        # A bad source must not leave a private Redis behind: that one starts once the sources are good.
+        redis_url = ensure_redis(settings.redis_url, children, scratch, settings.redis_dir, checked.result)
         children.env["EMOSTREAM_REDIS_URL"] = redis_url
         client = connect(redis_url)
         start = last_event_id(client)  # before any service starts: no event of this run is missed
+        replicas = start_services(settings, children, client, target)
+        sources, cameras = checked.result()  # a bad source stops here, before capture or any wait
         reset_progress(client, cameras)
-        start_services(settings, children, client, target, started)
-        if settings.viewer_port:
-            children.emostream("viewer", ["view", "--port", str(settings.viewer_port)])
-            print(f"{PROG}: viewer on http://127.0.0.1:{settings.viewer_port}/", file=sys.stderr)
+        # Capture loads alongside the replicas and sends its first frame once all of them are ready.
+        gate = names.start_gate(f"up-{os.getpid()}-{time.time_ns()}")
         flags = ["--realtime" if settings.realtime else "--no-realtime", "--loop" if settings.loop else "--no-loop"]
         children.emostream(
             "capture",
-            ["capture", *flags, *(arg for s in sources for arg in ("--sources", s))],
+            ["capture", *flags, "--start-gate", gate, *(arg for s in sources for arg in ("--sources", s))],
             EMOSTREAM_CONSUMER="capture",
         )
+        announcer = Announcer(started, None if settings.serving_target else target)
+        announcer.waiting(replicas)
+        wait_for_replicas(client, children, replicas, settings.ready_timeout_s, announcer.ready)
+        client.set(gate, 1, ex=GATE_TTL_S)
+        if settings.viewer_port:
+            children.emostream("viewer", ["view", "--port", str(settings.viewer_port)])
+            print(f"{PROG}: viewer on http://127.0.0.1:{settings.viewer_port}/", file=sys.stderr)
         return print_until_done(client, start, settings, children, cameras)
     return 1
 

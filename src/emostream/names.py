@@ -63,6 +63,11 @@ def heartbeat(service: str, consumer: str) -> str:
     return f"{PREFIX}:heartbeat:{service}:{consumer}"
 
 
+def start_gate(owner: str) -> str:
+    """Key whose existence lets a waiting capture start (see `emostream capture --start-gate`)."""
+    return f"{PREFIX}:start_gate:{owner}"
+
+
 def track_counter(camera: str) -> str:
     """Counter that numbers a camera's tracks, so ids stay unique across tracker restarts."""
     return f"{PREFIX}:track_seq:{camera}"

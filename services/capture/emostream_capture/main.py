@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import threading
+
+import redis
 
 from emostream import metrics
 from emostream.connection import RedisUnavailable, connect
@@ -27,6 +30,15 @@ def check(sources: list[Source]) -> int:
             return 2
     print(json.dumps([source.camera for source in sources]))
     return 0
+
+
+def wait_for_gate(client: redis.Redis, key: str, stop: threading.Event, poll_s: float = 0.02) -> bool:
+    """Block until `key` exists in Redis (True) or `stop` is set (False)."""
+    while not stop.is_set():
+        if client.exists(key):
+            return True
+        stop.wait(poll_s)
+    return False
 
 
 def main(argv: list[str]) -> int:
@@ -58,6 +70,8 @@ def main(argv: list[str]) -> int:
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     stop = stop_on_signals()
     try:
+        if settings.start_gate and not wait_for_gate(client, settings.start_gate, stop):
+            return 0  # stopped before the first frame
         return run_capture(client, sources, settings, stop)
     finally:
         for signum, handler in previous.items():  # leave an embedding process (or a test) as it was

@@ -66,6 +66,11 @@ class CaptureSettings(CommonSettings):
         False,
         description="only check the sources (a webcam must open): print their camera ids as a JSON list and exit",
     )
+    start_gate: str = Field(
+        "",
+        description="wait until this Redis key exists before the first frame (emostream up sets it once every "
+        "replica is ready, so capture loads alongside them); empty: start at once",
+    )
     keep_running: bool = Field(
         False,
         description="run as a service: skip files and folders that Redis marks done (a restart does not replay "

@@ -23,6 +23,15 @@ from emostream_tracker.settings import TrackerSettings
 from emostream_tracker.tracking import CameraTracker, TrackEntry
 
 
+@dataclass(frozen=True)
+class TrackedFrame:
+    """One frame's faces as read, their tracked events, and the track entries the frame caused."""
+
+    messages: list[Message[EmotionEvent]]
+    events: list[EmotionEvent]
+    entries: list[TrackEntry]
+
+
 @dataclass
 class CameraState:
     order: FrameOrder[Message[EmotionEvent]]
@@ -72,7 +81,7 @@ class Tracker:
             state.order.reset()
         if state.order.is_late(event.frame_seq):
             metrics.TRACKER_LATE.labels(event.camera).inc()
-            self.publish([message], [state.tracker.late(event)], [])
+            self.publish([TrackedFrame([message], [state.tracker.late(event)], [])])
             return
         state.order.add(event.frame_seq, event.ts_capture_ms, event.face_index, event.faces_in_frame, message, now_ms)
 
@@ -84,17 +93,19 @@ class Tracker:
         now_ms = time.monotonic() * 1000
         for message in messages:
             self.accept(message, now_ms)
+        tracked: list[TrackedFrame] = []
         for camera, state in self.cameras.items():
             released = state.order.release(now_ms)
             for frame in released:
                 events, entries = state.tracker.frame(frame.seq, [m.value for m in frame.items])
-                self.publish(frame.items, events, entries)
+                tracked.append(TrackedFrame(frame.items, events, entries))
             if released:
                 state.last_frame_ms = now_ms
                 state.detected_at_last_frame = self.frames_detected(camera)
             elif state.tracker.tracks and not len(state.order) and self.gone(camera, state, now_ms):
                 self.publish_entries(state.tracker.end_all())
             metrics.TRACKER_ACTIVE.labels(state.tracker.camera).set(len(state.tracker.tracks))
+        self.publish(tracked)  # every frame released in this step in one round trip
         self.meter.tick()
 
     def frames_detected(self, camera: str) -> int:
@@ -112,39 +123,40 @@ class Tracker:
         missed = self.frames_detected(camera) - state.detected_at_last_frame
         return missed > self.config.max_missed_frames
 
-    def publish(
-        self, messages: list[Message[EmotionEvent]], events: list[EmotionEvent], entries: list[TrackEntry]
-    ) -> None:
-        """Each face's event once; the frame's track entries ride with its first face (same marker)."""
-        s = self.settings
-        items = []
-        now_ms = int(time.time() * 1000)
+    def publish(self, frames: list[TrackedFrame]) -> None:
+        """Each face's event once; a frame's track entries ride with its first face (same marker)."""
+        if not frames:
+            return
+        items, events, messages = [], [], []
         # ts_event_ms is when the user-facing event is published, so latency figures include tracking.
-        events = [replace(event, ts_event_ms=now_ms) for event in events]
-        for index, (message, event) in enumerate(zip(messages, events, strict=True)):
-            outputs = [self.events.entry(event)]
-            if index == 0:
-                outputs += [self.tracks.entry(entry) for entry in entries]
-            face = message.value
-            marker = names.seen("tracked", f"{face.camera}:{face.frame_seq}:{face.face_index}:{face.ts_capture_ms}")
-            items.append(
-                Once(
-                    marker=marker,
-                    entries=outputs,
-                    counters_key=names.progress(face.camera),
-                    counters={Progress.TRACKED: 1},
+        now_ms = int(time.time() * 1000)
+        for frame in frames:
+            for index, (message, tracked) in enumerate(zip(frame.messages, frame.events, strict=True)):
+                event = replace(tracked, ts_event_ms=now_ms)
+                outputs = [self.events.entry(event)]
+                if index == 0:
+                    outputs += [self.tracks.entry(entry) for entry in frame.entries]
+                face = message.value
+                marker = names.seen("tracked", f"{face.camera}:{face.frame_seq}:{face.face_index}:{face.ts_capture_ms}")
+                progress = names.progress(face.camera)
+                items.append(
+                    Once(marker=marker, entries=outputs, counters_key=progress, counters={Progress.TRACKED: 1})
                 )
-            )
-        published = publish_once(self.client, items, s.dedupe_ttl_s)
+                events.append(event)
+                messages.append(message)
+        published = publish_once(self.client, items, self.settings.dedupe_ttl_s)
         self.consumer.ack(messages)
         now = time.time()
         for event, new in zip(events, published, strict=True):
             if new:
                 metrics.TRACKER_EVENTS.labels(event.camera).inc()
                 metrics.PIPELINE_SECONDS.observe(max(0.0, now - event.ts_capture_ms / 1000))
-        if published and published[0]:
-            for entry in entries:
-                metrics.TRACKER_TRACKS.labels(entry.camera, entry.kind).inc()
+        first = 0
+        for frame in frames:  # a frame's entries were new if its first face was
+            if frame.messages and published[first]:
+                for entry in frame.entries:
+                    metrics.TRACKER_TRACKS.labels(entry.camera, entry.kind).inc()
+            first += len(frame.messages)
         self.meter.add("events", sum(published))
 
     def publish_entries(self, entries: list[TrackEntry]) -> None:
