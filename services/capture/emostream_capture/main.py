@@ -14,7 +14,7 @@ from emostream.connection import RedisUnavailable, connect
 from emostream.lifecycle import stop_on_signals
 from emostream.settings import load
 from emostream.telemetry import setup_logging
-from emostream_capture.capture import SERVICE, run_capture
+from emostream_capture.capture import SERVICE, run_capture, start_camera
 from emostream_capture.media import media_sources
 from emostream_capture.settings import CaptureSettings
 from emostream_capture.sources import Source, SourceError, WebcamSource, open_webcam, parse_sources
@@ -70,8 +70,11 @@ def main(argv: list[str]) -> int:
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
     stop = stop_on_signals()
     try:
-        if settings.start_gate and not wait_for_gate(client, settings.start_gate, stop):
-            return 0  # stopped before the first frame
+        if settings.start_gate:
+            for source in sources:  # detectors find the cameras' streams while capture waits
+                start_camera(client, source.camera)
+            if not wait_for_gate(client, settings.start_gate, stop):
+                return 0  # stopped before the first frame
         return run_capture(client, sources, settings, stop)
     finally:
         for signum, handler in previous.items():  # leave an embedding process (or a test) as it was
