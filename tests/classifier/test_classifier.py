@@ -270,6 +270,24 @@ def test_batch_is_held_while_the_model_server_is_down(
     assert [e.label for e in read_events(redis_client)] == [expected_label(f) for f in faces]
 
 
+def classifier_for(
+    redis_url: str,
+    redis_client: redis.Redis,
+    model_server: RunningServer,
+    model_base: Path,
+    serving: CountingServing,
+    **overrides: object,
+) -> Classifier:
+    """A classifier of the tiny model's faces through the counting client, with `overrides` to its settings."""
+    return Classifier(
+        settings(redis_url, model_server.port, model_base, **overrides),
+        redis_client,
+        serving,
+        logging.getLogger("test.classifier"),
+        threading.Event(),
+    )
+
+
 def still_face(frames: int, every_ms: int, camera: str = "still") -> list[wire.Face]:
     """One face that does not move or change, in `frames` frames `every_ms` apart."""
     face = make_faces(1, camera)[0]
@@ -293,12 +311,8 @@ def test_an_unchanged_face_reuses_its_scores_until_they_are_reuse_ms_old(
     serving: CountingServing,
 ) -> None:
     faces = still_face(30, every_ms=33)  # a second of a 30 fps camera
-    classifier = Classifier(
-        settings(redis_url, model_server.port, tiny_model_base, reuse_ms=300, batch_size=1),
-        redis_client,
-        serving,
-        logging.getLogger("test.classifier"),
-        threading.Event(),
+    classifier = classifier_for(
+        redis_url, redis_client, model_server, tiny_model_base, serving, reuse_ms=300, batch_size=1
     )
     put_faces(redis_client, faces)
     run_until(classifier, lambda: redis_client.xlen(names.SCORED) >= 30, "30 events")
@@ -320,13 +334,7 @@ def test_a_changed_face_is_classified_again_at_once(
     still = still_face(2, every_ms=33)
     other = make_faces(2, "still")[1].crop  # another face (another label) in the same place
     changed = dataclasses.replace(still[1], crop=other)
-    classifier = Classifier(
-        settings(redis_url, model_server.port, tiny_model_base, batch_size=1),
-        redis_client,
-        serving,
-        logging.getLogger("test.classifier"),
-        threading.Event(),
-    )
+    classifier = classifier_for(redis_url, redis_client, model_server, tiny_model_base, serving, batch_size=1)
     put_faces(redis_client, [still[0], changed])
     run_until(classifier, lambda: redis_client.xlen(names.SCORED) >= 2, "2 events")
     labels = [e.label for e in sorted(read_events(redis_client), key=lambda e: e.frame_seq)]
@@ -344,13 +352,7 @@ def test_copies_of_one_face_in_one_batch_go_to_the_model_once(
     """A backlog (frames arriving faster than they are classified) holds the same face many times."""
     faces = still_face(8, every_ms=33) + still_face(8, every_ms=33, camera="another")
     put_faces(redis_client, faces)
-    classifier = Classifier(
-        settings(redis_url, model_server.port, tiny_model_base, batch_size=16),
-        redis_client,
-        serving,
-        logging.getLogger("test.classifier"),
-        threading.Event(),
-    )
+    classifier = classifier_for(redis_url, redis_client, model_server, tiny_model_base, serving, batch_size=16)
     run_until(classifier, lambda: redis_client.xlen(names.SCORED) >= 16, "16 events")
     events = read_events(redis_client)
     assert sorted((e.camera, e.frame_seq) for e in events) == sorted((f.camera, f.frame_seq) for f in faces)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,7 @@ from emostream_modelserver.server import RunningServer, start_server
 from emostream_serving.tf_serving import ServingClient
 
 from tests.helpers.tiny_model import export_tiny_version
+from tests.helpers.waiting import free_port
 
 MODEL_NAME = "emotion"
 LABELS = ("happy", "neutral", "fear")
@@ -41,3 +45,19 @@ def client(server: RunningServer) -> Iterator[ServingClient]:
     with ServingClient(f"127.0.0.1:{server.port}", MODEL_NAME, timeout_seconds=10.0) as serving:
         serving.wait_ready(timeout=10)
         yield serving
+
+
+@contextmanager
+def server_process(model_base: Path, log: Path, *flags: str) -> Iterator[tuple[ServingClient, int]]:
+    """`emostream serve-model` in its own process (stderr to `log`), ready: a client and its pid."""
+    port = free_port()
+    command = [sys.executable, "-m", "emostream.cli", "serve-model", "--model-base", str(model_base)]
+    with log.open("w") as sink:
+        server = subprocess.Popen([*command, "--port", str(port), *flags], stderr=sink)
+    try:
+        with ServingClient(f"127.0.0.1:{port}", MODEL_NAME, timeout_seconds=30.0) as client:
+            client.wait_ready(timeout=120)
+            yield client, server.pid
+    finally:
+        server.terminate()
+        server.wait(30)

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from emostream_modelserver import precision
 from emostream_modelserver.main import main
-from emostream_serving.tf_serving import ServingClient
 from emostream_trainer.evaluate_command import saved_model_predictor
 
 from emostream.cpu import computes_bfloat16, cpu_flags
 from tests.helpers.tiny_model import synthetic_faces
-from tests.helpers.waiting import free_port
-from tests.modelserver.conftest import MODEL_NAME
+from tests.modelserver.conftest import server_process
 
 
 def test_auto_is_bfloat16_exactly_where_the_cpu_computes_it() -> None:
@@ -47,19 +43,10 @@ def test_serve_model_refuses_bfloat16_on_a_cpu_without_it(capsys: pytest.Capture
 def test_a_server_in_auto_precision_answers_as_the_float32_model_does(model_base: Path, tmp_path: Path) -> None:
     """Its own process, since the rewrite is process-wide: TensorFlow in bfloat16 on this CPU if it has it,
     else LiteRT in float32."""
-    port = free_port()
     log = tmp_path / "server.log"
-    command = [sys.executable, "-m", "emostream.cli", "serve-model", "--model-base", str(model_base)]
-    with log.open("w") as sink:
-        server = subprocess.Popen([*command, "--port", str(port), "--precision", "auto"], stderr=sink)
-    try:
-        faces = np.concatenate([synthetic_faces(i, 4, seed=60 + i) for i in range(3)])
-        with ServingClient(f"127.0.0.1:{port}", MODEL_NAME, timeout_seconds=30.0) as client:
-            client.wait_ready(timeout=120)
-            served = client.predict(faces).probabilities
-    finally:
-        server.terminate()
-        server.wait(30)
+    faces = np.concatenate([synthetic_faces(i, 4, seed=60 + i) for i in range(3)])
+    with server_process(model_base, log, "--precision", "auto") as (client, _):
+        served = client.predict(faces).probabilities
     expected = saved_model_predictor(model_base / "1")(faces)
     np.testing.assert_allclose(served, expected, atol=0.02)  # bfloat16 keeps ~3 significant digits
     np.testing.assert_array_equal(served.argmax(axis=1), expected.argmax(axis=1))

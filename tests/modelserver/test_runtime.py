@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +18,8 @@ from emostream_trainer.evaluate_command import saved_model_predictor
 
 from emostream.model_repository import LITERT_MODEL, LITERT_RECORD
 from tests.helpers.tiny_model import export_tiny_version, synthetic_faces
-from tests.helpers.waiting import free_port, wait_for
-from tests.modelserver.conftest import MODEL_NAME, POLL_SECONDS
+from tests.helpers.waiting import wait_for
+from tests.modelserver.conftest import MODEL_NAME, POLL_SECONDS, server_process
 
 TENSORFLOW_RUNTIME_MB = 400
 """TensorFlow's runtime alone holds ~650 MB once imported; a LiteRT server stays far below."""
@@ -94,20 +92,11 @@ def test_a_server_keeps_serving_when_a_new_version_has_no_copy(
 
 
 def test_a_litert_server_process_never_loads_tensorflows_runtime(model_base: Path, tmp_path: Path) -> None:
-    port = free_port()
-    command = [sys.executable, "-m", "emostream.cli", "serve-model", "--model-base", str(model_base)]
-    with (tmp_path / "server.log").open("w") as sink:
-        server = subprocess.Popen([*command, "--port", str(port), "--runtime", "litert"], stderr=sink)
-    try:
-        faces = np.concatenate([synthetic_faces(i, 4, seed=80 + i) for i in range(3)])
-        with ServingClient(f"127.0.0.1:{port}", MODEL_NAME, timeout_seconds=30.0) as client:
-            client.wait_ready(timeout=120)
-            served = client.predict(faces).probabilities
-        status = Path(f"/proc/{server.pid}/status").read_text()
+    faces = np.concatenate([synthetic_faces(i, 4, seed=80 + i) for i in range(3)])
+    with server_process(model_base, tmp_path / "server.log", "--runtime", "litert") as (client, pid):
+        served = client.predict(faces).probabilities
+        status = Path(f"/proc/{pid}/status").read_text()
         peak_mb = int(next(line for line in status.splitlines() if line.startswith("VmHWM")).split()[1]) / 1024
-    finally:
-        server.terminate()
-        server.wait(30)
     np.testing.assert_allclose(served, saved_model_predictor(model_base / "1")(faces), atol=1e-5)
     assert peak_mb < TENSORFLOW_RUNTIME_MB, f"peak {peak_mb:.0f} MB: TensorFlow's runtime was loaded"
     assert "computing with litert in float32" in (tmp_path / "server.log").read_text()
