@@ -180,10 +180,11 @@ class Classifier:
         return probabilities, ok, prediction.model_version
 
     def event(self, face: Face, probabilities: np.ndarray, version: int) -> EmotionEvent:
-        """The event of a face scored by a recent classification of the same face."""
+        """`face`'s event with these scores, which model `version` gave it or a recent copy of it."""
         return to_events([face], probabilities[None], self.labels(version), self.settings.model_name, version)[0]
 
     def labels(self, version: int) -> tuple[str, ...]:
+        """The labels of `version`'s outputs; ContractError if it ships none."""
         try:
             return read_labels(self.settings.model_base, version)
         except ModelRepositoryError as error:  # missing or empty labels.txt for the version that answered
