@@ -9,3 +9,5 @@ if ! command -v uv >/dev/null 2>&1; then
 fi
 uv sync --quiet --frozen --all-packages --all-extras --python 3.11
 uv run --frozen --no-sync emostream fetch-detector-model >/dev/null
+# The shipped versions' LiteRT copies, which the local model server runs, are built here, not committed.
+out=$(uv run --frozen --no-sync emostream deploy compile 2>&1) || { echo "$out" >&2; exit 1; }  # quiet unless it fails

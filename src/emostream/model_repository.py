@@ -187,6 +187,22 @@ def saved_model_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def litert_problem(folder: Path) -> str | None:
+    """Why the version in `folder` has no usable LiteRT copy (missing, unreadable record, or compiled
+    from another SavedModel); None when its copy is current."""
+    model, record = folder / LITERT_MODEL, folder / LITERT_RECORD
+    if not model.is_file() or not record.is_file():
+        return f"{folder} has no LiteRT copy ({LITERT_MODEL})"
+    try:
+        source = json.loads(record.read_text()).get("source_digest")
+    except (OSError, ValueError, AttributeError) as error:
+        lines = str(error).strip().splitlines()
+        return f"{record}: not a readable compile record: {lines[0] if lines else type(error).__name__}"
+    if source != saved_model_digest(folder):
+        return f"{folder}: its LiteRT copy was compiled from another SavedModel"
+    return None
+
+
 def retire(base: Path, version: int) -> Path:
     """Move a version to `<base>/.retired` in one rename: servers stop seeing it, its number stays taken."""
     folder = version_folder(base, version)

@@ -154,13 +154,8 @@ def test_classifier_publishes_one_event_per_face_in_batches(
 ) -> None:
     faces = make_faces(40)
     put_faces(redis_client, faces)
-    classifier = Classifier(
-        settings(redis_url, model_server.port, tiny_model_base, reuse_ms=0),  # every face to the model
-        redis_client,
-        serving,
-        logging.getLogger("test.classifier"),
-        threading.Event(),
-    )
+    # every face to the model
+    classifier = classifier_for(redis_url, redis_client, model_server, tiny_model_base, serving, reuse_ms=0)
     run_until(classifier, lambda: redis_client.xlen(names.SCORED) >= 40, "40 events")
     assert classifier_caught_up(redis_client)
 
@@ -208,13 +203,7 @@ def test_malformed_face_is_dead_lettered_and_the_rest_classified(
     put_faces(redis_client, faces[:1])
     redis_client.xadd(names.FACES, {wire.PAYLOAD_FIELD: b"\x00garbage"})
     put_faces(redis_client, faces[1:])
-    classifier = Classifier(
-        settings(redis_url, model_server.port, tiny_model_base),
-        redis_client,
-        serving,
-        logging.getLogger("test.classifier"),
-        threading.Event(),
-    )
+    classifier = classifier_for(redis_url, redis_client, model_server, tiny_model_base, serving)
     run_until(classifier, lambda: redis_client.xlen(names.SCORED) >= 3, "3 events")
     assert classifier_caught_up(redis_client)
     assert [e.label for e in read_events(redis_client)] == [expected_label(f) for f in faces]

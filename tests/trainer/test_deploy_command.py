@@ -107,6 +107,11 @@ def test_publish_compiles_the_litert_copy_and_compile_rewrites_it(
     assert "compiled version 1 for LiteRT" in capsys.readouterr().out
     assert json.loads((final / LITERT_RECORD).read_text())["source_digest"] == saved_model_digest(final)
     assert (final / LITERT_MODEL).stat().st_size > 0
+    (final / LITERT_RECORD).unlink()
+    assert deploy(place, "compile") == 0  # every version without a current copy
+    assert "compiled version 1 for LiteRT" in capsys.readouterr().out
+    assert deploy(place, "compile") == 0
+    assert capsys.readouterr().out.strip() == "every version has a current LiteRT copy"
     assert deploy(place, "compile", "9") == 2
     assert capsys.readouterr().err.strip().endswith("no version 9")
 

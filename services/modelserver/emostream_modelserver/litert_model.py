@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import grpc
 import numpy as np
 
 from emostream import model_repository as repository
-from emostream.model_repository import INPUT_KEY, LITERT_MODEL, LITERT_RECORD, OUTPUT_KEY, SIGNATURE_NAME
+from emostream.model_repository import INPUT_KEY, LITERT_MODEL, OUTPUT_KEY, SIGNATURE_NAME
 from emostream_modelserver.versions import ModelLoadError, ModelRunError
 
 COMPILE_HINT = "`emostream deploy compile {version}` writes it"
@@ -45,17 +44,11 @@ class LiteRTModel:
 
 def load(folder: Path, threads: int) -> LiteRTModel:
     """The version's LiteRT copy, if it was compiled from exactly this SavedModel; ModelLoadError otherwise."""
-    model, record = folder / LITERT_MODEL, folder / LITERT_RECORD
-    hint = COMPILE_HINT.format(version=folder.name)
-    if not model.is_file() or not record.is_file():
-        raise ModelLoadError(f"{folder} has no LiteRT copy ({LITERT_MODEL}); {hint}, or serve with runtime tensorflow")
-    try:
-        source = json.loads(record.read_text()).get("source_digest")
-    except (OSError, ValueError, AttributeError) as error:
-        raise ModelLoadError(f"{record}: not a readable compile record: {_first_line(error)}; {hint}") from None
-    if source != repository.saved_model_digest(folder):
-        raise ModelLoadError(f"{folder}: its LiteRT copy was compiled from another SavedModel; {hint}")
-    return LiteRTModel(model, threads)
+    problem = repository.litert_problem(folder)
+    if problem is not None:
+        hint = COMPILE_HINT.format(version=folder.name)
+        raise ModelLoadError(f"{problem}; {hint}, or serve with runtime tensorflow")
+    return LiteRTModel(folder / LITERT_MODEL, threads)
 
 
 def _first_line(error: BaseException) -> str:

@@ -177,6 +177,12 @@ def publish(source: Path, place: Place) -> tuple[Path, str]:
     return final, add_candidate(place, int(final.name))
 
 
+def compile_stale(place: Place) -> list[str]:
+    """Compile every version whose LiteRT copy is missing or stale (`scripts/setup.sh` does, for the shipped ones)."""
+    stale = [v for v in numbered_versions(place.base) if repository.litert_problem(place.base / str(v)) is not None]
+    return [compile_litert(place, version) for version in stale] or ["every version has a current LiteRT copy"]
+
+
 def compile_litert(place: Place, version: int) -> str:
     """(Re)write an existing version's LiteRT copy, for versions published without one."""
     from emostream_trainer.litert_export import CompileError, compile_version
@@ -442,7 +448,7 @@ def main(argv: list[str]) -> int:
     publish_parser.add_argument("source", type=Path)
     _promote_arguments(commands.add_parser("promote", help="serve the candidate if it passes the gate, then watch"))
     compile_parser = commands.add_parser("compile", help="write a version's LiteRT copy (what the model server runs)")
-    compile_parser.add_argument("version", type=int)
+    compile_parser.add_argument("version", type=int, nargs="?", help="default: every version without a current copy")
     retire_parser = commands.add_parser("retire", help="move a version no server loads into <base>/.retired")
     retire_parser.add_argument("version", type=int)
     rollback_parser = commands.add_parser("rollback", help="serve the previous version again")
@@ -481,7 +487,7 @@ def run(args: argparse.Namespace, place: Place) -> int:
         if args.watch_s > 0 and promoted != previous and server_available(place) is not None:
             return auto_rollback_after_watch(place, promoted, previous, args)
     elif args.command == "compile":
-        print(compile_litert(place, args.version))
+        print("\n".join(compile_stale(place) if args.version is None else [compile_litert(place, args.version)]))
     elif args.command == "retire":
         print(f"retired version {args.version}: moved to {retire(place, args.version)}")
     elif args.command == "rollback":
