@@ -29,12 +29,15 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 import redis
+
+from emostream import names
 
 LABELS = ("happy", "neutral", "fear")
 FRAME_W, FRAME_H = 640, 360
@@ -181,31 +184,55 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-class PeakMemory:
-    """Samples the peak resident memory of a process tree until stopped; the largest per label wins."""
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
-    def __init__(self, root: int, every_s: float = 0.25) -> None:
+
+def redis_cpu_seconds(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+class ProcessUsage:
+    """Samples a process tree until stopped: peak resident memory (largest per label) and the CPU seconds
+    used once `working()` first holds (summed over each label's processes, to the last sample of each),
+    so that imports and model loading are not counted as work."""
+
+    def __init__(self, root: int, working: Callable[[], bool], every_s: float = 0.1) -> None:
         self.root = root
         self.every_s = every_s
         self.peaks: dict[str, float] = {}
+        self._working = working
+        self._baseline: dict[int, float] | None = None
+        self._cpu: dict[int, tuple[str, float]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
+            if self._baseline is None and self._working():
+                self._baseline = {pid: seconds for pid, (_, seconds) in self._cpu.items()}
             for pid in [self.root, *children_of(self.root)]:
                 try:
-                    label, peak = process_label(pid), peak_rss_mb(pid)
+                    label, peak, cpu = process_label(pid), peak_rss_mb(pid), cpu_seconds(pid)
                 except (OSError, IndexError):
                     continue  # ended between the listing and the read
                 if label and peak >= 10:  # not the compiler ctypes runs to find a library
                     self.peaks[label] = round(max(peak, self.peaks.get(label, 0.0)))
+                    self._cpu[pid] = (label, cpu)
 
-    def stop(self) -> dict[str, float]:
+    def stop(self) -> tuple[dict[str, float], dict[str, float]]:
+        """Peak MB and CPU seconds per label."""
         self._stop.set()
         self._thread.join()
-        return dict(sorted(self.peaks.items()))
+        cpu: dict[str, float] = {}
+        baseline = self._baseline or {}
+        for pid, (label, seconds) in self._cpu.items():
+            cpu[label] = round(cpu.get(label, 0.0) + seconds - baseline.get(pid, 0.0), 2)
+        return dict(sorted(self.peaks.items())), dict(sorted(cpu.items()))
 
 
 @dataclass
@@ -214,6 +241,7 @@ class Run:
     first_event_s: float | None
     events: list[dict[str, str]]
     peak_rss_mb: dict[str, float]
+    cpu_s: dict[str, float]
 
 
 def run_up(sources: list[str], redis_url: str, realtime: bool, extra: list[str]) -> Run:
@@ -237,16 +265,25 @@ def run_up(sources: list[str], redis_url: str, realtime: bool, extra: list[str])
     ]
     env = {**os.environ, "EMOSTREAM_REDIS_URL": redis_url}
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, env=env)
-    memory = PeakMemory(process.pid)
+    redis_cpu: list[float] = []
+
+    def working() -> bool:  # from the first event on: every service has started and done its first calls
+        if redis_cpu or not client.xlen(names.EVENTS):
+            return bool(redis_cpu)
+        redis_cpu.append(redis_cpu_seconds(client))
+        return True
+
+    usage = ProcessUsage(process.pid, working)
     code = process.wait()
-    peaks = memory.stop()
+    peaks, cpu = usage.stop()
+    cpu["redis"] = round(redis_cpu_seconds(client) - redis_cpu[0], 2) if redis_cpu else 0.0
     if code != 0:
         raise SystemExit(f"emostream up exited with code {code}")
     elapsed = time.monotonic() - started
     events = [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in client.xrange("emostream:events")]
     first = min((int(e["ts_event_ms"]) for e in events), default=None)
     first_s = None if first is None else round(first / 1000 - launched_wall, 2)
-    return Run(elapsed, first_s, events, peaks)
+    return Run(elapsed, first_s, events, peaks, cpu)
 
 
 def run_once(video: Path, redis_url: str, realtime: bool, extra: list[str]) -> tuple[float, list[dict[str, str]]]:
@@ -273,11 +310,19 @@ def summarise(events: list[dict[str, str]], frames: int, truths: list[Truth], la
     }
 
 
-def seed_loop(frames: int, data: Path, runtime: str) -> dict[str, object]:
+SEED_LOOP_COMPUTES = {
+    "tensorflow": ["--runtime", "tensorflow"],  # bfloat16 where the CPU computes it natively
+    "litert_float32": ["--runtime", "litert", "--precision", "float32"],
+    "litert_int8": ["--runtime", "litert", "--precision", "int8"],
+}
+"""The seed loop in every way the model server can compute; the pipeline is judged against the fastest."""
+
+
+def seed_loop(frames: int, data: Path, compute: list[str]) -> dict[str, object]:
     """bench/seed_loop.py in its own process: its JSON line, with its peak resident memory."""
     script = Path(__file__).with_name("seed_loop.py")
     result = subprocess.run(
-        [sys.executable, str(script), "--frames", str(frames), "--data", str(data), "--runtime", runtime],
+        [sys.executable, str(script), "--frames", str(frames), "--data", str(data), *compute],
         check=True,
         capture_output=True,
         text=True,
@@ -304,6 +349,7 @@ def speed(args: argparse.Namespace, extra: list[str], faces: list[tuple[np.ndarr
             "first_event_s": run.first_event_s,
             "wall_s": round(run.elapsed_s, 1),
             "peak_rss_mb": run.peak_rss_mb,
+            "cpu_s": run.cpu_s,
         }
         print(json.dumps(figures), flush=True)
         summary[f"{key}_first_event_s"] = run.first_event_s
@@ -313,13 +359,12 @@ def speed(args: argparse.Namespace, extra: list[str], faces: list[tuple[np.ndarr
             summary["flood_frames_per_s"] = figures["frames_per_s"]
         for label, peak in run.peak_rss_mb.items():
             summary[f"peak_rss_mb_{label}"] = max(peak, float(summary.get(f"peak_rss_mb_{label}", 0.0)))  # type: ignore[arg-type]
-    # The loop in both runtimes; the pipeline is judged against the faster one.
-    for runtime in ("tensorflow", "litert"):
-        seed = seed_loop(args.frames, args.data, runtime)
+    for name, compute in SEED_LOOP_COMPUTES.items():
+        seed = seed_loop(args.frames, args.data, compute)
         print(json.dumps(seed), flush=True)
-        summary[f"seed_loop_{runtime}_frames_per_s"] = seed["frames_per_s"]
-        summary[f"peak_rss_mb_seed_loop_{runtime}"] = seed["peak_rss_mb"]
-    best = max(float(summary[f"seed_loop_{runtime}_frames_per_s"]) for runtime in ("tensorflow", "litert"))  # type: ignore[arg-type]
+        summary[f"seed_loop_{name}_frames_per_s"] = seed["frames_per_s"]
+        summary[f"peak_rss_mb_seed_loop_{name}"] = seed["peak_rss_mb"]
+    best = max(float(summary[f"seed_loop_{name}_frames_per_s"]) for name in SEED_LOOP_COMPUTES)  # type: ignore[arg-type]
     summary["flood_vs_seed_loop"] = round(float(summary["flood_frames_per_s"]) / best, 2)  # type: ignore[arg-type]
     summary["load_1min_after"] = round(os.getloadavg()[0], 2)
     print(json.dumps({"mode": "summary", **summary}), flush=True)

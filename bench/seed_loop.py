@@ -1,10 +1,12 @@
 """Baseline: a careful single-process loop (MediaPipe, then one model call per frame with all its faces).
 
-    uv run python bench/seed_loop.py [--frames 300] [--model-base models/emotion] [--runtime litert|tensorflow]
+    uv run python bench/seed_loop.py [--frames 300] [--model-base models/emotion]
+        [--runtime auto|litert|tensorflow] [--precision auto|float32|bfloat16|int8]
 
 Same video, detector range and model as bench/pipeline.py, and the classifier's per-frame batching;
-the model runs in-process through the model server's own loader, in the runtime asked for, on every
-core. Prints frames/s, faces/s and its peak resident memory for comparison.
+the model runs in-process through the model server's own loader, computed as `emostream serve-model`
+would with the same --runtime and --precision, on every core. Prints frames/s, faces/s and its peak
+resident memory for comparison.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from emostream.cpu import computes_bfloat16
 from emostream.light_imports import tensorflow_protos_only
 from emostream.model_repository import numbered_versions
 
@@ -31,10 +34,18 @@ def main() -> int:
     parser.add_argument("--data", type=Path, default=Path("../shared/data/fer2013/validation"))
     parser.add_argument("--frames", type=int, default=300)
     parser.add_argument("--model-base", type=Path, default=Path("models/emotion"))
-    parser.add_argument("--runtime", choices=("litert", "tensorflow"), default="litert")
+    parser.add_argument("--runtime", choices=("auto", "litert", "tensorflow"), default="auto")
+    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16", "int8"), default="auto")
     args = parser.parse_args()
-    if args.runtime == "litert":
+    from emostream_modelserver.runtime import choose
+
+    compute = choose(args.runtime, args.precision, computes_bfloat16())
+    if compute.runtime == "litert":
         tensorflow_protos_only()  # as the model server's process: no TensorFlow runtime
+    elif compute.precision == "bfloat16":
+        from emostream_modelserver.precision import rewrite_to_bfloat16
+
+        rewrite_to_bfloat16()
     import cv2
     from emostream_detector.detection import FaceFinder
     from emostream_detector.model_file import NEAR, fetch_model
@@ -42,7 +53,7 @@ def main() -> int:
     from emostream_modelserver.versions import load_version
 
     version = numbered_versions(args.model_base)[-1]
-    model = load_version(args.model_base, version, runtime=args.runtime, threads=usable_cores())
+    model = load_version(args.model_base, version, compute, threads=usable_cores())
     finder = FaceFinder(fetch_model(NEAR))  # the default range, as the pipeline
     with tempfile.TemporaryDirectory() as folder:
         video = Path(folder) / "bench.avi"
@@ -64,7 +75,7 @@ def main() -> int:
     print(
         json.dumps(
             {
-                "mode": f"seed loop (one process, {args.runtime})",
+                "mode": f"seed loop (one process, {compute.runtime} in {compute.precision})",
                 "frames": frames,
                 "faces": faces,
                 "frames_per_s": round(frames / elapsed, 1),

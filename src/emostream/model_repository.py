@@ -8,6 +8,7 @@ retire). It never imports TensorFlow, so commands that only touch folders start 
     <base>/<version>/assets/labels.txt       class labels, one a line, in output order
     <base>/<version>/assets/model_card.json  how the version was made (JSON object)
     <base>/<version>/assets.extra/model.tflite       the same function compiled for LiteRT
+    <base>/<version>/assets.extra/model.int8.tflite  the same with int8 weights (what the local server runs by default)
     <base>/<version>/assets.extra/model.tflite.json  what it was compiled from, and how closely it agrees
     <base>/.retired/<version>/               retired versions: never served, numbers stay taken
     <base>/.<version>-xxxx/                  a version being staged; servers skip hidden folders
@@ -21,7 +22,7 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from emostream.errors import EmostreamError
 from emostream.wire import CROP_SIZE
@@ -44,8 +45,13 @@ RETIRED = ".retired"
 LITERT_MODEL = "assets.extra/model.tflite"
 """The serving function compiled for LiteRT, which the local model server runs without TensorFlow.
 TF Serving reads nothing in assets.extra but its warm-up file, so the folder stays a plain SavedModel."""
+LITERT_INT8_MODEL = "assets.extra/model.int8.tflite"
+"""The same function with int8 weights and activations quantized per face at run time (dynamic range)."""
 LITERT_RECORD = "assets.extra/model.tflite.json"
-"""JSON: `source_digest` (the SavedModel it was compiled from) and `max_abs_difference` on a probe batch."""
+"""JSON: `source_digest` (the SavedModel both copies were compiled from), and `max_abs_difference` and
+`int8_max_abs_difference` (each copy's largest difference from the SavedModel on a probe batch)."""
+LitertPrecision = Literal["float32", "int8"]
+LITERT_MODELS: dict[LitertPrecision, str] = {"float32": LITERT_MODEL, "int8": LITERT_INT8_MODEL}
 
 
 class ModelRepositoryError(EmostreamError):
@@ -187,12 +193,13 @@ def saved_model_digest(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def litert_problem(folder: Path) -> str | None:
-    """Why the version in `folder` has no usable LiteRT copy (missing, unreadable record, or compiled
-    from another SavedModel); None when its copy is current."""
-    model, record = folder / LITERT_MODEL, folder / LITERT_RECORD
-    if not model.is_file() or not record.is_file():
-        return f"{folder} has no LiteRT copy ({LITERT_MODEL})"
+def litert_problem(folder: Path, precision: LitertPrecision | None = None) -> str | None:
+    """Why the version in `folder` has no usable LiteRT copy in `precision` (None: both) (missing,
+    unreadable record, or compiled from another SavedModel); None when its copies are current."""
+    record = folder / LITERT_RECORD
+    for name in [LITERT_MODELS[precision]] if precision else LITERT_MODELS.values():
+        if not (folder / name).is_file() or not record.is_file():
+            return f"{folder} has no LiteRT copy ({name})"
     try:
         source = json.loads(record.read_text()).get("source_digest")
     except (OSError, ValueError, AttributeError) as error:

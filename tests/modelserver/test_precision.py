@@ -22,6 +22,8 @@ def test_auto_is_bfloat16_exactly_where_the_cpu_computes_it() -> None:
     assert precision.resolve("bfloat16", native_bfloat16=True) == "bfloat16"
     with pytest.raises(precision.PrecisionError, match="AVX512-BF16 or AMX"):
         precision.resolve("bfloat16", native_bfloat16=False)
+    with pytest.raises(precision.PrecisionError, match="int8 needs runtime litert"):
+        precision.resolve("int8", native_bfloat16=True)
 
 
 def test_cpu_flags_come_from_cpuinfo_and_name_bfloat16_support(tmp_path: Path) -> None:
@@ -40,15 +42,13 @@ def test_serve_model_refuses_bfloat16_on_a_cpu_without_it(capsys: pytest.Capture
     assert error.count("\n") == 1 and "precision bfloat16" in error
 
 
-def test_a_server_in_auto_precision_answers_as_the_float32_model_does(model_base: Path, tmp_path: Path) -> None:
-    """Its own process, since the rewrite is process-wide: TensorFlow in bfloat16 on this CPU if it has it,
-    else LiteRT in float32."""
+def test_tensorflow_in_auto_precision_answers_as_the_float32_model_does(model_base: Path, tmp_path: Path) -> None:
+    """Its own process, since the rewrite is process-wide: bfloat16 on this CPU if it has it, else float32."""
     log = tmp_path / "server.log"
     faces = np.concatenate([synthetic_faces(i, 4, seed=60 + i) for i in range(3)])
-    with server_process(model_base, log, "--precision", "auto") as (client, _):
+    with server_process(model_base, log, "--runtime", "tensorflow", "--precision", "auto") as (client, _):
         served = client.predict(faces).probabilities
     expected = saved_model_predictor(model_base / "1")(faces)
     np.testing.assert_allclose(served, expected, atol=0.02)  # bfloat16 keeps ~3 significant digits
     np.testing.assert_array_equal(served.argmax(axis=1), expected.argmax(axis=1))
-    computing = "tensorflow in bfloat16" if computes_bfloat16() else "litert in float32"
-    assert f"computing with {computing}" in log.read_text()
+    assert f"computing with tensorflow in {'bfloat16' if computes_bfloat16() else 'float32'}" in log.read_text()

@@ -17,7 +17,13 @@ import pytest
 from emostream_trainer.deploy_command import DeployError, Place, add_candidate, listing, main, publish, rollback
 from emostream_trainer.serving_config import read_roles
 
-from emostream.model_repository import LITERT_MODEL, LITERT_RECORD, ModelRepositoryError, saved_model_digest
+from emostream.model_repository import (
+    LITERT_INT8_MODEL,
+    LITERT_MODEL,
+    LITERT_RECORD,
+    ModelRepositoryError,
+    saved_model_digest,
+)
 from tests.helpers.tiny_model import export_tiny_version, synthetic_faces
 from tests.helpers.waiting import free_port
 
@@ -101,12 +107,14 @@ def test_publish_compiles_the_litert_copy_and_compile_rewrites_it(
     final, _ = publish(source, place)
     record = json.loads((final / LITERT_RECORD).read_text())
     assert record["source_digest"] == saved_model_digest(final) and record["max_abs_difference"] <= 1e-4
-    (final / LITERT_MODEL).unlink()
+    assert 0 < record["int8_max_abs_difference"] <= 0.02
+    (final / LITERT_INT8_MODEL).unlink()
     (final / LITERT_RECORD).unlink()
     assert deploy(place, "compile", "1") == 0
     assert "compiled version 1 for LiteRT" in capsys.readouterr().out
     assert json.loads((final / LITERT_RECORD).read_text())["source_digest"] == saved_model_digest(final)
-    assert (final / LITERT_MODEL).stat().st_size > 0
+    assert (final / LITERT_INT8_MODEL).stat().st_size > 0
+    assert (final / LITERT_INT8_MODEL).stat().st_size < (final / LITERT_MODEL).stat().st_size / 2
     (final / LITERT_RECORD).unlink()
     assert deploy(place, "compile") == 0  # every version without a current copy
     assert "compiled version 1 for LiteRT" in capsys.readouterr().out

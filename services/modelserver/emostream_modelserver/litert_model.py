@@ -1,4 +1,4 @@
-"""Run a version's LiteRT copy (assets.extra/model.tflite) with XNNPACK on the CPU, without TensorFlow."""
+"""Run a version's LiteRT copy (assets.extra/model[.int8].tflite) with XNNPACK on the CPU, without TensorFlow."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 
 from emostream import model_repository as repository
-from emostream.model_repository import INPUT_KEY, LITERT_MODEL, OUTPUT_KEY, SIGNATURE_NAME
+from emostream.model_repository import INPUT_KEY, LITERT_MODELS, OUTPUT_KEY, SIGNATURE_NAME, LitertPrecision
 from emostream_modelserver.versions import ModelLoadError, ModelRunError
 
 COMPILE_HINT = "`emostream deploy compile {version}` writes it"
@@ -42,13 +42,13 @@ class LiteRTModel:
             return {name: np.array(value, copy=True) for name, value in outputs.items()}
 
 
-def load(folder: Path, threads: int) -> LiteRTModel:
-    """The version's LiteRT copy, if it was compiled from exactly this SavedModel; ModelLoadError otherwise."""
-    problem = repository.litert_problem(folder)
+def load(folder: Path, threads: int, precision: LitertPrecision) -> LiteRTModel:
+    """The version's LiteRT copy in `precision`, if compiled from exactly this SavedModel; ModelLoadError otherwise."""
+    problem = repository.litert_problem(folder, precision)
     if problem is not None:
         hint = COMPILE_HINT.format(version=folder.name)
         raise ModelLoadError(f"{problem}; {hint}, or serve with runtime tensorflow")
-    return LiteRTModel(folder / LITERT_MODEL, threads)
+    return LiteRTModel(folder / LITERT_MODELS[precision], threads)
 
 
 def _first_line(error: BaseException) -> str:

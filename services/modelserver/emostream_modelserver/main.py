@@ -48,11 +48,13 @@ class ModelServerSettings(BaseSettings):
     )
     runtime: Runtime = Field(
         "auto",
-        description="what computes the model: litert runs each version's compiled copy without TensorFlow's "
-        "runtime; tensorflow runs the SavedModel; auto is tensorflow where precision resolves to bfloat16, else litert",
+        description="what computes the model: litert runs a version's compiled copy without TensorFlow's "
+        "runtime; tensorflow runs the SavedModel; auto is litert, or tensorflow for precision bfloat16",
     )
     precision: Precision = Field(
-        "auto", description="compute precision: auto is bfloat16 on CPUs with AVX512-BF16 or AMX, else float32"
+        "auto",
+        description="compute precision: int8 (LiteRT's int8 copy), float32, or bfloat16 (TensorFlow on CPUs with "
+        "AVX512-BF16 or AMX); auto is int8 with litert, and bfloat16 where native, else float32, with tensorflow",
     )
     threads: int = Field(0, ge=0, le=1024, description="cores one model call may use (0: all this process may use)")
     metrics_port: int = Field(
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None, *, native_bfloat16: bool | None = None) 
             config_poll_seconds=settings.model_config_file_poll_wait_seconds,
             allow_labels_for_unavailable=settings.allow_version_labels_for_unavailable_models,
             base_override=settings.config_base_path,
-            loader=functools.partial(load_version, runtime=compute.runtime, threads=threads),
+            loader=functools.partial(load_version, compute=compute, threads=threads),
         )
     except OSError as error:
         print(f"emostream serve-model: {error}", file=sys.stderr)

@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import grpc
 import numpy as np
@@ -18,6 +17,7 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from emostream import model_repository as repository
 from emostream.errors import EmostreamError
 from emostream.model_repository import INPUT_DTYPE, INPUT_KEY, INPUT_SHAPE, OUTPUT_KEY, SAVED_MODEL_FILE, SIGNATURE_NAME
+from emostream_modelserver.runtime import SAVED_MODEL, Compute
 
 log = logging.getLogger(__name__)
 
@@ -82,20 +82,18 @@ def read_labels_file(path: Path) -> tuple[str, ...]:
     return repository.read_labels(path) if repository.has_labels(path) else ()
 
 
-def open_model(path: Path, runtime: Literal["litert", "tensorflow"], threads: int) -> RunModel:
-    """The version's serving function in `runtime`; each runtime's library is imported only when used."""
-    if runtime == "litert":
+def open_model(path: Path, compute: Compute, threads: int) -> RunModel:
+    """The version's serving function as `compute` says; each runtime's library is imported only when used."""
+    if compute.runtime == "litert":
         from emostream_modelserver import litert_model
 
-        return litert_model.load(path, threads)
+        return litert_model.load(path, threads, "float32" if compute.precision == "float32" else "int8")
     from emostream_modelserver import tensorflow_model
 
     return tensorflow_model.load(path)
 
 
-def load_version(
-    base: Path, version: int, runtime: Literal["litert", "tensorflow"] = "tensorflow", threads: int = 1
-) -> LoadedVersion:
+def load_version(base: Path, version: int, compute: Compute = SAVED_MODEL, threads: int = 1) -> LoadedVersion:
     """Load, check and warm up one version; raises ModelLoadError (or the runtime's error) if unusable."""
     path = base / str(version)
     signature_defs = read_signature_defs(path)
@@ -103,10 +101,10 @@ def load_version(
     loaded = LoadedVersion(
         version=version,
         path=path,
-        run=open_model(path, runtime, threads),
+        run=open_model(path, compute, threads),
         signature_defs=signature_defs,
         labels=read_labels_file(path),
-        runtime=runtime,
+        runtime=compute.runtime,
     )
     # Warm up before the swap so the first real request does not pay for tracing, and a
     # model that cannot run (or disagrees with its labels) never replaces a working one.

@@ -194,7 +194,8 @@ def compile_litert(place: Place, version: int) -> str:
         found = compile_version(folder)
     except CompileError as error:
         raise DeployError(str(error)) from None
-    return f"compiled version {version} for LiteRT: {folder / repository.LITERT_MODEL} (differs by at most {found:.1g})"
+    differences = ", ".join(f"{precision} {difference:.1g}" for precision, difference in found.items())
+    return f"compiled version {version} for LiteRT in {folder / 'assets.extra'} (largest differences: {differences})"
 
 
 def retire(place: Place, version: int) -> Path:
