@@ -8,6 +8,7 @@ publish their outputs through `publish_once`, so a replayed entry does not publi
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -49,6 +50,7 @@ local counters = tonumber(ARGV[i]); i = i + 1
 for c = 1, counters do redis.call('HINCRBY', KEYS[2 + entries], ARGV[i], ARGV[i + 1]); i = i + 2 end
 return 1
 """
+_PUBLISH_ONCE_SHA = hashlib.sha1(_PUBLISH_ONCE.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -102,10 +104,15 @@ class Once:
 
 
 def publish_once(client: redis.Redis, items: Sequence[Once], ttl_seconds: int) -> list[bool]:
-    """Publish each item atomically unless its marker exists; True where it was published now."""
-    script = client.register_script(_PUBLISH_ONCE)
-    pipe = client.pipeline(transaction=False)
+    """Publish each item atomically unless its marker exists; True where it was published now.
+
+    One round trip of EVALSHA calls. redis-py's Script on a pipeline would ask SCRIPT EXISTS first on
+    every call; instead a Redis that does not know the script (restarted, flushed) gets it loaded and
+    the calls sent again, which is safe since every item is written at most once.
+    """
+    calls = []
     for item in items:
+        keys = [item.marker, *(entry.stream for entry in item.entries), item.counters_key]
         args: list[str | bytes | int] = [ttl_seconds, len(item.entries)]
         for entry in item.entries:
             args += [entry.maxlen, len(entry.fields)]
@@ -114,7 +121,18 @@ def publish_once(client: redis.Redis, items: Sequence[Once], ttl_seconds: int) -
         args.append(len(item.counters))
         for name, amount in item.counters.items():
             args += [name, amount]
-        script(keys=[item.marker, *(entry.stream for entry in item.entries), item.counters_key], args=args, client=pipe)
+        calls.append((keys, args))
+    try:
+        return _evalsha_all(client, calls)
+    except redis.exceptions.NoScriptError:
+        client.script_load(_PUBLISH_ONCE)
+        return _evalsha_all(client, calls)
+
+
+def _evalsha_all(client: redis.Redis, calls: list[tuple[list[str], list[str | bytes | int]]]) -> list[bool]:
+    pipe = client.pipeline(transaction=False)
+    for keys, args in calls:
+        pipe.evalsha(_PUBLISH_ONCE_SHA, len(keys), *keys, *args)
     return [bool(result) for result in pipe.execute()]
 
 

@@ -133,6 +133,32 @@ def test_publish_once_answers_per_item_in_one_call(redis_client: redis.Redis) ->
     assert counters(redis_client) == {"events": 2}
 
 
+def script_calls(client: redis.Redis) -> dict[str, int]:
+    stats = client.info("commandstats")
+    return {name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "script|exists")}
+
+
+def test_publish_once_is_one_evalsha_per_item_and_survives_a_redis_that_forgot_the_script(
+    redis_client: redis.Redis,
+) -> None:
+    def item(i: int) -> Once:
+        return Once(
+            marker=f"emostream:test:seen:{i}",
+            entries=[Entry(OUT, {"i": str(i)}, 1000)],
+            counters_key=COUNTERS,
+            counters={"events": 1},
+        )
+
+    redis_client.script_flush()  # as a restarted Redis without persistence
+    assert publish_once(redis_client, [item(1), item(2)], ttl_seconds=60) == [True, True]
+    before = script_calls(redis_client)
+    assert publish_once(redis_client, [item(2), item(3)], ttl_seconds=60) == [False, True]
+    after = script_calls(redis_client)
+    assert after["evalsha"] - before["evalsha"] == 2 and after["script|exists"] == before["script|exists"]
+    assert [fields[b"i"] for _, fields in redis_client.xrange(OUT)] == [b"1", b"2", b"3"]
+    assert counters(redis_client) == {"events": 3}
+
+
 def test_published_streams_stay_bounded(redis_client: redis.Redis) -> None:
     items = [
         Once(
