@@ -6,7 +6,7 @@ TensorFlow settings), so client and server do not share an interpreter.
     uv run python bench/model_latency.py [--model-base models/emotion] [--precision auto]
         [--batches 1,8,32] [--rounds 50]
 
-`--precision` is the server's (auto: bfloat16 where the CPU computes it natively, else float32).
+`--precision` is the server's (auto: the int8 LiteRT copy; MODELSERVER_RUNTIME=tensorflow for TensorFlow).
 
 Prints, per batch size, the median and mean milliseconds per Predict call and per face.
 """
@@ -36,7 +36,7 @@ def free_port() -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model-base", type=Path, default=Path("models/emotion"))
-    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16"), default="auto")
+    parser.add_argument("--precision", choices=("auto", "float32", "bfloat16", "int8"), default="auto")
     parser.add_argument("--batches", default="1,8,32")
     parser.add_argument("--rounds", type=int, default=50)
     args = parser.parse_args()
