@@ -311,7 +311,7 @@ class Consumer(Generic[T]):
         for message in messages:
             by_stream.setdefault(message.stream, []).append(message.id)
         if by_stream:
-            pipe = self.client.pipeline()
+            pipe = self.client.pipeline(transaction=False)  # each XACK stands alone; MULTI/EXEC would add work
             for stream, ids in by_stream.items():
                 pipe.xack(stream, self.group, *ids)
             pipe.execute()
