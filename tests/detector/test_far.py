@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 
 import cv2
@@ -191,6 +192,27 @@ def test_a_still_face_is_carried_without_model_calls_and_a_moved_one_is_found_ag
     calls = finder.model_calls
     finder.find(canvas, "door")
     assert finder.model_calls - calls > 50
+
+
+def test_a_new_cameras_full_search_is_spread_over_its_first_frames(
+    detector_models: dict[object, Path], far_canvas: tuple[np.ndarray, float]
+) -> None:
+    """So that cameras starting together do not queue behind one another's full searches."""
+    canvas, _ = far_canvas
+    at_once = FaceFinder(detector_models[NEAR], detector_range="far", refresh_frames=0)
+    at_once.find(canvas, "lobby")
+    full_search = at_once.model_calls
+    spread = FaceFinder(detector_models[NEAR], detector_range="far", refresh_frames=0, first_search_frames=8)
+    calls, found = [], []
+    for _ in range(8):
+        before = spread.model_calls
+        found.append(len(spread.find(canvas, "lobby")))
+        calls.append(spread.model_calls - before)
+    assert max(calls) <= math.ceil(full_search / 8) + 2  # a share of the tiles (and a look at a doubtful face)
+    assert sum(calls) >= full_search  # every tile, in the end
+    assert found[-1] == 1 and found[0] == 0  # the still 60 px face lies in a later share of the tiles
+    before = spread.model_calls
+    assert len(spread.find(canvas, "lobby")) == 1 and spread.model_calls == before  # then carried, as ever
 
 
 def test_a_face_that_appears_is_found_in_the_frame_it_appears(

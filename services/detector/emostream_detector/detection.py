@@ -80,6 +80,7 @@ class FaceFinder:
         margin: float = 0.25,
         min_face_px: int = 48,
         refresh_frames: int = 300,
+        first_search_frames: int = 1,
     ) -> None:
         self._search: NearSearch | TiledSearch
         if detector_range == "near":
@@ -96,6 +97,7 @@ class FaceFinder:
                 min_face_px=min_face_px,
                 refresh_frames=refresh_frames,
                 new_face_score=new_face_score,
+                first_search_frames=first_search_frames,
             )
         self.margin = margin
 
@@ -129,6 +131,7 @@ def finder_from_settings(settings: DetectorSettings, models: Mapping[ModelFile, 
         margin=settings.margin,
         min_face_px=settings.min_face_px,
         refresh_frames=settings.refresh_frames,
+        first_search_frames=settings.first_search_frames,
     )
 
 

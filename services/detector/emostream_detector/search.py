@@ -9,11 +9,15 @@ times the budget of one camera at 30 fps on one core. Video is coherent, so each
 - tiles over each region where the picture changed since the previous frame, away from known faces,
   at the face sizes the region can hold, largest first, until a face found there explains the change;
 - a few tiles in turn, so that a face that sat still while unseen is still found within seconds.
-A camera's first frame, and any frame whose size changes, gets the full search.
+A camera's first frame, and any frame whose size changes, starts the full search: the whole frame
+and a share of every tile, the rest over the next `first_search_frames - 1` frames, so that cameras
+starting together do not queue their frames behind one another's full searches (about 55 ms each
+at 640x360 on one core).
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
@@ -48,6 +52,8 @@ class CameraView:
     """Frames since each face was last seen by the model (0: in the last frame)."""
     refresh: float = 0.0
     """How many tiles this camera has searched in turn."""
+    first_search: list[Tile] = field(default_factory=list)
+    """Tiles of the full search started at the camera's first frame that are not searched yet."""
 
 
 @dataclass(frozen=True)
@@ -82,12 +88,14 @@ class TiledSearch:
         min_face_px: int,
         refresh_frames: int,
         new_face_score: float,
+        first_search_frames: int = 1,
     ):
         self._model = model
         self._whole_model = whole_frame
         self.min_score = min_score
         self.min_face_px = min_face_px
         self.refresh_frames = refresh_frames
+        self.first_search_frames = max(1, first_search_frames)
         self.new_face_score = max(min_score, new_face_score)
         self._views: OrderedDict[str, CameraView] = OrderedDict()
         self._tiles: dict[tuple[int, int], list[Tile]] = {}
@@ -134,21 +142,22 @@ class TiledSearch:
     def plan(self, width: int, height: int, view: CameraView, seen: np.ndarray, mask: np.ndarray | None) -> Plan:
         """Known faces that the whole-frame pass (`seen`) lacks: carried when still, else a window each;
         tiles over changed regions away from all of them; the next tiles in turn. A camera's first frame,
-        or a new frame size (no `mask`), searches every tile."""
+        or a new frame size (no `mask`), starts the full search of every tile."""
         size = (width, height)
         if size not in self._tiles:
             self._levels[size] = face_levels(width, height, self.min_face_px)
             self._tiles[size] = levels(width, height, self.min_face_px)
         tiles = self._tiles[size]
         if mask is None:
-            return Plan([], NO_CARRIED, [], tiles)
+            view.first_search = list(tiles)
+            return Plan([], NO_CARRIED, [], self._first_search_share(view, len(tiles)))
         unseen = [i for i, face in enumerate(view.faces) if not overlaps(face, seen)]
         still = [i for i in unseen if view.ages[i] < MAX_CARRY and not moved_in(mask, view.faces[i])]
         carried = np.column_stack([view.faces[still], view.ages[still]]) if still else NO_CARRIED
         tracked = [around(view.faces[i], TRACK_SHARE) for i in unseen if i not in still]
         known = [*tracked, *(around(face, TRACK_SHARE) for face in (*seen, *view.faces[still]))]
         moved = [Region(region, region_tiles(region, self._levels[size])) for region in changed(mask, known)]
-        return Plan(tracked, carried, moved, self._next(tiles, view))
+        return Plan(tracked, carried, moved, self._first_search_share(view, len(tiles)) + self._next(tiles, view))
 
     def _search_region(self, bgr: np.ndarray, region: Region) -> list[np.ndarray]:
         """A changed region's tiles, largest face size first, until a sure face explains the change.
@@ -162,6 +171,12 @@ class TiledSearch:
             found += level
             if any(explains(row, region.box) for rows in level for row in rows if row[4] >= SURE_SCORE):
                 break
+        return found
+
+    def _first_search_share(self, view: CameraView, tiles: int) -> list[Tile]:
+        """This frame's share of the camera's full search, until it is done."""
+        share = math.ceil(tiles / self.first_search_frames)
+        found, view.first_search = view.first_search[:share], view.first_search[share:]
         return found
 
     def _next(self, tiles: list[Tile], view: CameraView) -> list[Tile]:

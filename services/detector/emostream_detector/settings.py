@@ -36,6 +36,13 @@ class DetectorSettings(CommonSettings):
         description="every grid tile is searched once in this many frames, so a face that appeared without "
         "moving is still found (far, auto; 0: never)",
     )
+    first_search_frames: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="a camera's first frame searches the whole frame and a share of every tile, the rest over "
+        "this many frames in all, so cameras starting together do not queue (far, auto; 1: all at once)",
+    )
     whole_frame_model: Literal["short", "full"] = Field(
         "short", description="auto's whole-frame pass: the short-range model, or the full-range one"
     )
