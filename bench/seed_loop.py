@@ -47,16 +47,16 @@ def main() -> int:
 
         rewrite_to_bfloat16()
     import cv2
-    from emostream_detector.detection import FaceFinder
-    from emostream_detector.model_file import NEAR, fetch_model
+    from emostream_detector.detection import finder_from_settings
+    from emostream_detector.model_file import fetch
     from emostream_detector.settings import DetectorSettings
     from emostream_modelserver.runtime import usable_cores
     from emostream_modelserver.versions import load_version
 
     version = numbered_versions(args.model_base)[-1]
     model = load_version(args.model_base, version, compute, threads=usable_cores())
-    defaults = DetectorSettings.model_fields  # the detector service's defaults, as the pipeline runs it
-    finder = FaceFinder(fetch_model(NEAR), first_search_frames=defaults["first_search_frames"].default)
+    detector = DetectorSettings()  # built as the detector service builds it, with the same settings
+    finder = finder_from_settings(detector, fetch(detector.model_dir))
     with tempfile.TemporaryDirectory() as folder:
         video = Path(folder) / "bench.avi"
         compose_video(load_faces(args.data, per_class=200, seed=0), args.frames, 15.0, video)
