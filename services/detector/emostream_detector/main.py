@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
         return 1
     stop: threading.Event = stop_on_signals()
     # Its work is many small images (128-pixel windows, 48-pixel crops): OpenCV's thread pool adds no
-    # speed there, only about a third more CPU, taken from the other services on the same cores.
+    # speed there, only CPU taken from the other services on the same cores.
     cv2.setNumThreads(1)
     finder = finder_from_settings(settings, models)
     detector = Detector(settings, client, finder, log)

@@ -11,8 +11,7 @@ times the budget of one camera at 30 fps on one core. Video is coherent, so each
 - a few tiles in turn, so that a face that sat still while unseen is still found within seconds.
 A camera's first frame, and any frame whose size changes, starts the full search: the whole frame
 and a share of every tile, the rest over the next `first_search_frames - 1` frames, so that cameras
-starting together do not queue their frames behind one another's full searches (about 55 ms each
-at 640x360 on one core).
+starting together do not queue their frames behind one another's full searches.
 """
 
 from __future__ import annotations

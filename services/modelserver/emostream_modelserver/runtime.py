@@ -2,8 +2,8 @@
 
 LiteRT (XNNPACK) runs one of the version's compiled copies without TensorFlow's runtime: a fraction
 of its memory and start-up. Its int8 copy (int8 weights, activations quantized per face) is the
-default everywhere: on a 2-core AVX2 EPYC and on an AVX512-BF16 one it took a quarter of the float32
-copy's time per face, and half of TensorFlow's bfloat16 rewrite's. TensorFlow runs the SavedModel
+default everywhere: on a 2-core AVX512-BF16 EPYC it took a quarter of the float32 copy's time per face,
+and half of TensorFlow's bfloat16 rewrite's (bench/model_latency.py). TensorFlow runs the SavedModel
 itself and is the one that can rewrite it to bfloat16 (AVX512-BF16, AMX).
 """
 
