@@ -7,6 +7,8 @@ import hashlib
 import io
 import json
 import logging
+import subprocess
+import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -441,3 +443,16 @@ def test_the_detector_waits_while_the_classifiers_are_behind(
     assert redis_client.xlen(names.FACES) == 500  # nothing added: the frame waits in its stream
     redis_client.delete(names.FACES)  # the classifiers caught up
     run_until(detector, lambda: progress(redis_client).get("frames_detected") == 1, "the frame detected")
+
+
+def test_the_detector_service_starts_without_importing_mediapipe() -> None:
+    """MediaPipe takes seconds to import on a small CPU and only the near range runs it: the
+    service, in its default range, becomes ready without it (and so the first event comes sooner)."""
+    code = (
+        "import sys\n"
+        "import emostream_detector.main\n"
+        "from emostream_detector.detection import finder_from_settings\n"
+        "print('mediapipe' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert result.stdout.strip() == "False"

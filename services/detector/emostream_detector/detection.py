@@ -11,14 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import get_args
 
 import cv2
-import mediapipe as mp
 import numpy as np
-from mediapipe.tasks.python import BaseOptions
-from mediapipe.tasks.python.vision import FaceDetector, FaceDetectorOptions, RunningMode
 
 from emostream.wire import CROP_SIZE, Box
 from emostream_detector.blazeface import FULL_RANGE, SHORT_RANGE, BlazeFace
@@ -41,19 +39,25 @@ class NearSearch:
     """The short-range model through MediaPipe Tasks, on the whole frame."""
 
     def __init__(self, model_path: Path, min_score: float) -> None:
+        # Imported here: MediaPipe takes seconds to import, and only this range runs it.
+        import mediapipe as mp
+        from mediapipe.tasks.python import BaseOptions
+        from mediapipe.tasks.python.vision import FaceDetector, FaceDetectorOptions, RunningMode
+
         options = FaceDetectorOptions(
             base_options=BaseOptions(model_asset_path=str(model_path)),
             running_mode=RunningMode.IMAGE,
             min_detection_confidence=min_score,
         )
         self._detector = FaceDetector.create_from_options(options)
+        self._image = partial(mp.Image, image_format=mp.ImageFormat.SRGB)
         self.calls = 0
 
     def search(self, bgr: np.ndarray, grey: np.ndarray, camera: str) -> np.ndarray:
         """Rows of (x0, y0, x1, y1, score) in frame pixels."""
         self.calls += 1
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        result = self._detector.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))
+        result = self._detector.detect(self._image(data=rgb))
         rows = [
             (b.origin_x, b.origin_y, b.origin_x + b.width, b.origin_y + b.height, d.categories[0].score)
             for d in result.detections
