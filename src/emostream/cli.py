@@ -12,6 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from emostream.errors import EmostreamError
+from emostream.heap import keep_freed_memory
 from emostream.light_imports import mark_standalone, tensorflow_protos_only
 from emostream.native_logs import third_party_log_env
 
@@ -107,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if argv is None:  # a process of its own, not a call from other code
         mark_standalone()
+        keep_freed_memory()
         if args[0] in WITHOUT_TENSORFLOW:
             tensorflow_protos_only()
     command = resolve(args[0])
