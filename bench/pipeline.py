@@ -16,8 +16,8 @@ Redis db for `emostream deploy shadow`.
 With `--speed` it prints instead, in one run, what issue-sized speed goals are judged on:
 launch-to-first-event time, capture-to-event p50/p99 paced at 30 fps for one camera and at
 15 fps for four cameras, flood frames/s of the pipeline and of bench/seed_loop.py on the same
-video (--repeats rounds taking turns; medians), the CPU seconds of every process from the first
-event on, and the peak resident memory (VmHWM) of every process.
+video (--repeats rounds taking turns; medians), the CPU seconds and minor page faults per frame
+of every process from the first event on, and the peak resident memory (VmHWM) of every process.
 """
 
 from __future__ import annotations
@@ -186,10 +186,10 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time the process has used so far."""
+def cpu_and_faults(pid: int) -> tuple[float, int]:
+    """User plus system CPU seconds, and minor page faults, of the process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[7])  # utime, stime; minflt
 
 
 def redis_cpu_seconds(client: redis.Redis) -> float:
@@ -198,17 +198,17 @@ def redis_cpu_seconds(client: redis.Redis) -> float:
 
 
 class ProcessUsage:
-    """Samples a process tree until stopped: peak resident memory (largest per label) and the CPU seconds
-    used once `working()` first holds (summed over each label's processes, to the last sample of each),
-    so that imports and model loading are not counted as work."""
+    """Samples a process tree until stopped: peak resident memory (largest per label), and the CPU seconds
+    and minor page faults once `working()` first holds (summed over each label's processes, to the last
+    sample of each), so that imports and model loading are not counted as work."""
 
     def __init__(self, root: int, working: Callable[[], bool], every_s: float = 0.1) -> None:
         self.root = root
         self.every_s = every_s
         self.peaks: dict[str, float] = {}
         self._working = working
-        self._baseline: dict[int, float] | None = None
-        self._cpu: dict[int, tuple[str, float]] = {}
+        self._baseline: dict[int, tuple[float, int]] | None = None
+        self._usage: dict[int, tuple[str, float, int]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -216,25 +216,28 @@ class ProcessUsage:
     def _run(self) -> None:
         while not self._stop.wait(self.every_s):
             if self._baseline is None and self._working():
-                self._baseline = {pid: seconds for pid, (_, seconds) in self._cpu.items()}
+                self._baseline = {pid: (seconds, faults) for pid, (_, seconds, faults) in self._usage.items()}
             for pid in [self.root, *children_of(self.root)]:
                 try:
-                    label, peak, cpu = process_label(pid), peak_rss_mb(pid), cpu_seconds(pid)
+                    label, peak, (cpu, faults) = process_label(pid), peak_rss_mb(pid), cpu_and_faults(pid)
                 except (OSError, IndexError):
                     continue  # ended between the listing and the read
                 if label and peak >= 10:  # not the compiler ctypes runs to find a library
                     self.peaks[label] = round(max(peak, self.peaks.get(label, 0.0)))
-                    self._cpu[pid] = (label, cpu)
+                    self._usage[pid] = (label, cpu, faults)
 
-    def stop(self) -> tuple[dict[str, float], dict[str, float]]:
-        """Peak MB and CPU seconds per label."""
+    def stop(self) -> tuple[dict[str, float], dict[str, float], dict[str, int]]:
+        """Peak MB, CPU seconds and minor page faults per label."""
         self._stop.set()
         self._thread.join()
         cpu: dict[str, float] = {}
+        page_faults: dict[str, int] = {}
         baseline = self._baseline or {}
-        for pid, (label, seconds) in self._cpu.items():
-            cpu[label] = round(cpu.get(label, 0.0) + seconds - baseline.get(pid, 0.0), 2)
-        return dict(sorted(self.peaks.items())), dict(sorted(cpu.items()))
+        for pid, (label, seconds, faults) in self._usage.items():
+            seconds_before, faults_before = baseline.get(pid, (0.0, 0))
+            cpu[label] = round(cpu.get(label, 0.0) + seconds - seconds_before, 2)
+            page_faults[label] = page_faults.get(label, 0) + faults - faults_before
+        return dict(sorted(self.peaks.items())), dict(sorted(cpu.items())), dict(sorted(page_faults.items()))
 
 
 @dataclass
@@ -244,6 +247,7 @@ class Run:
     events: list[dict[str, str]]
     peak_rss_mb: dict[str, float]
     cpu_s: dict[str, float]
+    minor_faults: dict[str, int]
 
 
 def run_up(sources: list[str], redis_url: str, realtime: bool, extra: list[str]) -> Run:
@@ -277,7 +281,7 @@ def run_up(sources: list[str], redis_url: str, realtime: bool, extra: list[str])
 
     usage = ProcessUsage(process.pid, working)
     code = process.wait()
-    peaks, cpu = usage.stop()
+    peaks, cpu, faults = usage.stop()
     cpu["redis"] = round(redis_cpu_seconds(client) - redis_cpu[0], 2) if redis_cpu else 0.0
     if code != 0:
         raise SystemExit(f"emostream up exited with code {code}")
@@ -285,7 +289,7 @@ def run_up(sources: list[str], redis_url: str, realtime: bool, extra: list[str])
     events = [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in client.xrange("emostream:events")]
     first = min((int(e["ts_event_ms"]) for e in events), default=None)
     first_s = None if first is None else round(first / 1000 - launched_wall, 2)
-    return Run(elapsed, first_s, events, peaks, cpu)
+    return Run(elapsed, first_s, events, peaks, cpu, faults)
 
 
 def run_once(video: Path, redis_url: str, realtime: bool, extra: list[str]) -> tuple[float, list[dict[str, str]]]:
@@ -358,12 +362,14 @@ def speed_run(
 ) -> dict[str, object]:
     """One `up --once` run: its JSON line printed, its peak memory folded into `summary`."""
     run = run_up(sources, args.redis_url, realtime, extra)
-    figures = summarise(run.events, args.frames * len(sources), truths, mode)  # every camera plays the same video
+    frames = args.frames * len(sources)  # every camera plays the same video
+    figures = summarise(run.events, frames, truths, mode)
     figures |= {
         "first_event_s": run.first_event_s,
         "wall_s": round(run.elapsed_s, 1),
         "peak_rss_mb": run.peak_rss_mb,
         "cpu_s": run.cpu_s,
+        "minor_faults_per_frame": {label: round(n / frames) for label, n in run.minor_faults.items()},
         **start_and_after(run.events),
     }
     print(json.dumps(figures), flush=True)
